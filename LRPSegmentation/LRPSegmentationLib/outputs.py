@@ -1,0 +1,78 @@
+"""Writing a job's result files so that partial outputs never look complete and nothing is overwritten silently."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .caseio import write_volume
+from .geometry import Geometry
+
+
+class OutputExistsError(ValueError):
+    """Result files would replace existing ones."""
+
+
+class ResultWriter:
+    """Stage files in a hidden folder under ``out_dir`` and move them into place only when the job succeeds.
+
+    Use as a context manager: on an exception the staged files are deleted and ``out_dir`` is left as it was.
+    Existing files are replaced only with ``overwrite=True``.
+    """
+
+    def __init__(self, out_dir: Path | str, overwrite: bool = False) -> None:
+        self.out_dir = Path(out_dir)
+        self.overwrite = overwrite
+        self._staging: Path | None = None
+        self.written: list[Path] = []
+
+    def __enter__(self) -> "ResultWriter":
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.out_dir))
+        return self
+
+    def path(self, name: str) -> Path:
+        """Where to write ``name`` while the job runs (inside the staging folder)."""
+        assert self._staging is not None, "use ResultWriter as a context manager"
+        target = self._staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def volume(self, name: str, array: np.ndarray, geometry: Geometry) -> None:
+        write_volume(array, geometry, self.path(name))
+
+    def json(self, name: str, values: Any) -> None:
+        self.path(name).write_text(json.dumps(values, indent=2, default=_json_default) + "\n")
+
+    def __exit__(self, kind, error, traceback) -> None:
+        assert self._staging is not None
+        try:
+            if error is None:
+                staged = sorted(p for p in self._staging.rglob("*") if p.is_file())
+                targets = [self.out_dir / p.relative_to(self._staging) for p in staged]
+                clashes = [t for t in targets if t.exists()]
+                if clashes and not self.overwrite:
+                    raise OutputExistsError(
+                        f"{self.out_dir}: would replace {len(clashes)} existing file(s) such as {clashes[0].name}; "
+                        "choose another --out folder or pass --overwrite.")
+                for source, target in zip(staged, targets):
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    source.replace(target)
+                self.written = targets
+        finally:
+            shutil.rmtree(self._staging, ignore_errors=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

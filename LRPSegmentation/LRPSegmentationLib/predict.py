@@ -1,0 +1,54 @@
+"""Lesion prediction on a case's native grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .caseio import Case
+from .devices import resolve_device, run_with_cpu_fallback
+from .preprocess import Interpolation, PreprocessSpec, prepare_input, to_native
+from .weights import LoadedModel
+
+
+@dataclass
+class Prediction:
+    """Lesion probability and binary mask on the native grid of ``case_id``."""
+
+    case_id: str
+    probability: np.ndarray  # float32 (D, H, W) in [0, 1]
+    mask: np.ndarray  # uint8 (D, H, W)
+    dice: float | None  # against the case's ground truth, when it has one
+    device: str
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Hard Dice 2|P and T| / (|P| + |T|); two empty masks agree perfectly (1.0)."""
+    p, t = np.asarray(prediction).astype(bool), np.asarray(truth).astype(bool)
+    total = int(p.sum()) + int(t.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(p, t).sum()) / total
+
+
+def lesion_probability(model: torch.nn.Module, x: torch.Tensor, device: torch.device,
+                       lesion_class: int = 1) -> np.ndarray:
+    """Softmax lesion probability on the model grid, (d, h, w) float32 on the CPU."""
+    model.to(device).eval()
+    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        logits = model(x.to(device))
+    return torch.softmax(logits.float(), dim=1)[0, lesion_class].cpu().numpy()
+
+
+def predict_case(case: Case, loaded: LoadedModel, device: str | torch.device = "auto",
+                 notify: Callable[[str], None] | None = None) -> Prediction:
+    """Run the model on a case and map the result back onto the case's native grid."""
+    spec = PreprocessSpec.from_dict(loaded.info.preprocess)
+    x = prepare_input(case.images, spec)
+    probability, used = run_with_cpu_fallback(
+        lambda d: lesion_probability(loaded.model, x, d), resolve_device(device), notify)
+    native = np.clip(to_native(probability, case.geometry.shape, Interpolation.LINEAR), 0.0, 1.0)
+    mask = (native >= 0.5).astype(np.uint8)
+    score = dice(mask, case.ground_truth) if case.ground_truth is not None else None
+    return Prediction(case.case_id, native.astype(np.float32), mask, score, str(used))

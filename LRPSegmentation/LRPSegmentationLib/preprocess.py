@@ -1,0 +1,134 @@
+"""From a case's raw arrays to a model input and back: resizing to series grids, intensity normalisation.
+
+Resizing only rescales the voxel index grid (the native grid stays the reference), so mapping a result back
+with :func:`to_native` restores the native shape and the case's :class:`~.geometry.Geometry` applies unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+SERIES_GRIDS: dict[str, tuple[int, int, int]] = {
+    "A": (19, 48, 48),
+    "B": (19, 96, 96),
+    "C": (19, 144, 144),
+    "X": (19, 192, 192),
+}
+"""The paper's series grids as (D, H, W)."""
+
+
+class Normalization(str, Enum):
+    """Per-volume intensity normalisation of each modality."""
+
+    MINMAX = "minmax"  # the paper: (x - min) / (max - min) per volume, into [0, 1]
+    ZSCORE = "zscore"  # (x - mean) / std over brain voxels (any modality non-zero); background 0
+
+
+class Interpolation(str, Enum):
+    LINEAR = "linear"  # continuous maps: images, probabilities, relevance
+    NEAREST = "nearest"  # labels
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a case becomes a model input; stored with the weights so prediction repeats training exactly."""
+
+    size: tuple[int, int, int] | None = SERIES_GRIDS["B"]  # (D, H, W); None keeps the native grid
+    normalization: Normalization = Normalization.MINMAX
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["normalization"] = self.normalization.value
+        values["size"] = list(self.size) if self.size is not None else None
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "PreprocessSpec":
+        size = values.get("size")
+        return cls(
+            size=tuple(int(v) for v in size) if size is not None else None,
+            normalization=Normalization(values.get("normalization", Normalization.MINMAX.value)),
+        )
+
+
+def parse_size(text: str) -> tuple[int, int, int] | None:
+    """A series letter (A, B, C, X), 'native', or 'DxHxW' as a grid size."""
+    key = text.strip()
+    if key.upper() in SERIES_GRIDS:
+        return SERIES_GRIDS[key.upper()]
+    if key.lower() == "native":
+        return None
+    try:
+        size = tuple(int(v) for v in key.lower().split("x"))
+    except ValueError:
+        size = ()
+    if len(size) != 3 or min(size) < 1:
+        raise ValueError(f"Grid size {text!r} not understood: use A, B, C, X, 'native' or DxHxW such as 19x96x96.")
+    return size  # type: ignore[return-value]
+
+
+def brain_mask(images: np.ndarray) -> np.ndarray:
+    """Voxels where any modality is non-zero (ISLES volumes are skull-stripped with zero background)."""
+    return np.any(images != 0, axis=0)
+
+
+def normalize(images: np.ndarray, method: Normalization = Normalization.MINMAX) -> np.ndarray:
+    """Normalise each channel of a (C, D, H, W) array independently; constant channels become 0."""
+    images = np.asarray(images, dtype=np.float32)
+    out = np.zeros_like(images)
+    if method == Normalization.MINMAX:
+        for c, channel in enumerate(images):
+            low, high = float(channel.min()), float(channel.max())
+            if high > low:
+                out[c] = (channel - low) / (high - low)
+        return out
+    brain = brain_mask(images)
+    if not brain.any():
+        return out
+    for c, channel in enumerate(images):
+        values = channel[brain]
+        std = float(values.std())
+        if std > 0:
+            out[c][brain] = (values - values.mean()) / std
+    return out
+
+
+def resize(array: np.ndarray | torch.Tensor, size: tuple[int, int, int],
+           interpolation: Interpolation = Interpolation.LINEAR) -> np.ndarray:
+    """Resize a (D, H, W) or (C, D, H, W) array to ``size`` = (D, H, W); returns float32 (nearest keeps values)."""
+    tensor = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
+    squeeze = tensor.ndim == 3
+    tensor = tensor.float()[None, None] if squeeze else tensor.float()[None]
+    if tuple(tensor.shape[2:]) != tuple(size):
+        if interpolation == Interpolation.LINEAR:
+            tensor = F.interpolate(tensor, size=tuple(size), mode="trilinear", align_corners=False)
+        else:
+            tensor = F.interpolate(tensor, size=tuple(size), mode="nearest-exact")
+    tensor = tensor[0, 0] if squeeze else tensor[0]
+    return tensor.cpu().numpy()
+
+
+def prepare_input(images: np.ndarray, spec: PreprocessSpec) -> torch.Tensor:
+    """(6, D, H, W) raw images -> (1, 6, d, h, w) float32 model input."""
+    normalized = normalize(images, spec.normalization)
+    if spec.size is not None:
+        normalized = resize(normalized, spec.size, Interpolation.LINEAR)
+    return torch.from_numpy(np.ascontiguousarray(normalized))[None]
+
+
+def prepare_label(label: np.ndarray, spec: PreprocessSpec) -> torch.Tensor:
+    """(D, H, W) 0/1 label -> (1, d, h, w) int64 training target on the model grid."""
+    if spec.size is not None:
+        label = resize(label, spec.size, Interpolation.NEAREST)
+    return torch.from_numpy(np.ascontiguousarray(label)).long()[None]
+
+
+def to_native(array: np.ndarray | torch.Tensor, native_shape: tuple[int, int, int],
+              interpolation: Interpolation = Interpolation.LINEAR) -> np.ndarray:
+    """Map a (D, H, W) or (C, D, H, W) model-grid array back onto the native (D, H, W) grid."""
+    return resize(array, native_shape, interpolation)

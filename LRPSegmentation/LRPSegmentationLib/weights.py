@@ -1,0 +1,177 @@
+"""Safe model files: safetensors tensors plus JSON metadata in the safetensors header.
+
+Nothing is unpickled: a torch.save/pickle file is refused before any of it is read as Python objects.
+The metadata can be read without torch (the Slicer module shows it before torch is installed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .modalities import MODALITIES
+
+FORMAT = "lrpseg-weights"
+FORMAT_VERSION = 1
+METADATA_KEY = "lrpseg"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+BUNDLED_MODEL = "lrpseg-synthetic-b8.safetensors"
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+class WeightsError(ValueError):
+    """A model file that cannot be used; the message names the file and what to do."""
+
+
+@dataclass
+class ModelInfo:
+    """Everything stored with the weights: how to rebuild the model and how it was made."""
+
+    config: dict[str, Any]
+    preprocess: dict[str, Any]
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    package_version: str = __version__
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **self.__dict__}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, path: Path) -> "ModelInfo":
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise WeightsError(f"{path}: the model metadata is not valid JSON ({error}).") from None
+        if values.pop("format", None) != FORMAT:
+            raise WeightsError(f"{path}: not an LRPSegmentation model file (metadata format missing).")
+        version = values.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise WeightsError(f"{path}: model file format version {version} is not supported "
+                               f"(this package reads version {FORMAT_VERSION}); update LRPSegmentation.")
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise WeightsError(f"{path}: model metadata has unexpected fields ({error}).") from None
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run model with its metadata and the file it came from."""
+
+    model: Any  # UNet3D; typed loosely so this module imports without torch
+    info: ModelInfo
+    path: Path
+    sha256: str
+
+
+def bundled_model_path() -> Path:
+    """The default model shipped in Resources/Models (trained on synthetic cases; see its model card)."""
+    return MODELS_DIR / BUNDLED_MODEL
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """Parse and check the safetensors header without torch and without executing anything."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: model file not found. Pass an existing .safetensors file, or omit --model "
+                           "to use the bundled model.")
+    size = path.stat().st_size
+    with open(path, "rb") as stream:
+        head = stream.read(8)
+        if head[:2] == b"PK" or head[:1] == b"\x80":
+            raise WeightsError(
+                f"{path}: this is a pickle-based PyTorch checkpoint (torch.save). It is refused because unpickling "
+                "can execute code. In a trusted environment, load it with torch.load(path, weights_only=True) and "
+                "save it with LRPSegmentationLib.weights.save_model to get a .safetensors file.")
+        if len(head) < 8:
+            raise WeightsError(f"{path}: file is empty or truncated ({size} bytes); not a safetensors model.")
+        (header_length,) = struct.unpack("<Q", head)
+        if header_length > min(size - 8, _MAX_HEADER_BYTES):
+            raise WeightsError(f"{path}: not a safetensors file, or truncated (header of {header_length} bytes "
+                               f"in a file of {size} bytes). Download or copy the model again.")
+        raw = stream.read(header_length)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise WeightsError(f"{path}: corrupt safetensors header. Download or copy the model again.") from None
+    data_end = max((max(v["data_offsets"]) for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_length + data_end > size:
+        raise WeightsError(f"{path}: file is truncated ({size} bytes, header promises {8 + header_length + data_end})."
+                           " Download or copy the model again.")
+    return header
+
+
+def read_metadata(path: Path | str) -> ModelInfo:
+    """The metadata of a model file, checked for the six-modality input; needs no torch."""
+    path = Path(path)
+    metadata = _read_header(path).get("__metadata__") or {}
+    if METADATA_KEY not in metadata:
+        raise WeightsError(f"{path}: a safetensors file without LRPSegmentation metadata; it was not written by "
+                           "lrpseg train / save_model and cannot be rebuilt safely.")
+    info = ModelInfo.from_json(metadata[METADATA_KEY], path)
+    channels = info.config.get("in_channels")
+    if channels != len(MODALITIES) or list(info.modalities) != list(MODALITIES):
+        raise WeightsError(f"{path}: the model expects {channels} input channels ({', '.join(info.modalities)}); "
+                           f"this pipeline feeds the six modalities {', '.join(MODALITIES)} in that order.")
+    return info
+
+
+def save_model(model, info: ModelInfo, path: Path | str) -> Path:
+    """Write the model's state_dict as safetensors with ``info`` embedded; returns the path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    temporary = path.with_name(path.name + ".partial")
+    save_file(tensors, str(temporary), metadata={METADATA_KEY: info.to_json()})
+    temporary.replace(path)  # never leave a half-written file under the final name
+    return path
+
+
+def load_model(path: Path | str | None = None, device: str | Any = "cpu") -> LoadedModel:
+    """Rebuild a UNet3D from a model file (the bundled one when ``path`` is None), in eval mode on ``device``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .model import UNet3D, UNetConfig
+
+    path = Path(path) if path is not None else bundled_model_path()
+    info = read_metadata(path)
+    try:
+        config = UNetConfig.from_dict(info.config)
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"{path}: unusable architecture in the metadata ({error}).") from None
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"{path}: corrupt tensor data ({error}). Download or copy the model again.") from None
+    model = UNet3D(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        details = "; ".join(f"{label}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+                            for label, names in (("missing", missing), ("unexpected", unexpected),
+                                                 ("wrong shape", wrong)) if names)
+        raise WeightsError(f"{path}: the tensors do not match the architecture in its metadata ({details}).")
+    model.load_state_dict(state)
+    model.eval().to(device)
+    return LoadedModel(model=model, info=info, path=path, sha256=file_sha256(path))
