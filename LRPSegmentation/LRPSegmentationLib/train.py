@@ -251,7 +251,7 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             dices.append(dice(logits.argmax(1).cpu().numpy(), y.cpu().numpy()))
             bar.set_postfix(loss=f"{np.mean(losses):.4f}", dice=f"{np.mean(dices):.3f}")
         bar.close()

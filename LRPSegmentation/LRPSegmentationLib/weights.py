@@ -89,22 +89,26 @@ def _read_header(path: Path) -> dict[str, Any]:
     """Parse and check the safetensors header without torch and without executing anything."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: model file not found. Pass an existing .safetensors file, or omit --model "
-                           "to use the bundled model.")
+        hint = ("the bundled model is missing from this installation; reinstall LRPSegmentation or pass a model "
+                "file" if path == bundled_model_path() else "pass an existing .safetensors model file, or none "
+                "to use the bundled model")
+        raise WeightsError(f"{path}: model file not found: {hint}.")
     size = path.stat().st_size
     with open(path, "rb") as stream:
-        head = stream.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = stream.read(9)
+        header_length = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+        looks_like_safetensors = head[8:9] == b"{" and header_length <= min(size - 8, _MAX_HEADER_BYTES)
+        if not looks_like_safetensors and (head[:2] == b"PK" or head[:1] == b"\x80"):
             raise WeightsError(
                 f"{path}: this is a pickle-based PyTorch checkpoint (torch.save). It is refused because unpickling "
                 "can execute code. In a trusted environment, load it with torch.load(path, weights_only=True) and "
                 "save it with LRPSegmentationLib.weights.save_model to get a .safetensors file.")
-        if len(head) < 8:
+        if len(head) < 9:
             raise WeightsError(f"{path}: file is empty or truncated ({size} bytes); not a safetensors model.")
-        (header_length,) = struct.unpack("<Q", head)
         if header_length > min(size - 8, _MAX_HEADER_BYTES):
             raise WeightsError(f"{path}: not a safetensors file, or truncated (header of {header_length} bytes "
                                f"in a file of {size} bytes). Download or copy the model again.")
+        stream.seek(8)
         raw = stream.read(header_length)
     try:
         header = json.loads(raw)

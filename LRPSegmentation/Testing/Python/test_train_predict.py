@@ -1,0 +1,106 @@
+"""Training (one epoch, resume), prediction on the native grid, and the bundled model's Dice on fresh cases."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LRPSegmentationLib.caseio import load_case
+from LRPSegmentationLib.cli import main
+from LRPSegmentationLib.predict import dice, predict_case
+from LRPSegmentationLib.preprocess import PreprocessSpec
+from LRPSegmentationLib.synthetic import generate_case, generate_dataset, write_isles_case
+from LRPSegmentationLib.train import TrainConfig, split_cases, train
+from LRPSegmentationLib.weights import load_model, read_metadata
+
+TINY = TrainConfig(epochs=1, base_width=2, preprocess=PreprocessSpec(size=(8, 32, 32)), validation_fraction=0.34,
+                   learning_rate=1e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    return generate_dataset(tmp_path_factory.mktemp("tiny-data"), 3, seed=5, shape=(8, 32, 32))[0].parent
+
+
+def test_one_epoch_writes_a_loadable_checkpoint_and_resumes(tiny_dataset, tmp_path):
+    result = train(tiny_dataset, tmp_path, TINY, device="cpu", show_bar=False)
+    assert len(result.history) == 1 and np.isfinite(result.history[0].loss)
+    info = read_metadata(result.model_path)
+    assert info.training["epochs"] == 1 and info.training["synthetic"] is True
+    assert len(info.training["validation_cases"]) == 1 and len(info.training["train_cases"]) == 2
+    assert set(info.metrics) >= {"dice_train", "dice_validation"}
+    assert 0.0 <= info.metrics["dice_validation"] <= 1.0
+    assert info.training["config"]["learning_rate"] == 1e-3
+    resumed = train(tiny_dataset, tmp_path, TrainConfig(**{**TINY.__dict__, "epochs": 2}), device="cpu",
+                    resume=True, show_bar=False)
+    assert [r.epoch for r in resumed.history] == [2]
+    assert read_metadata(resumed.model_path).training["epochs"] == 2
+
+
+def test_resume_without_checkpoint_is_explained(tiny_dataset, tmp_path):
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train(tiny_dataset, tmp_path, TINY, device="cpu", resume=True, show_bar=False)
+
+
+def test_training_on_cases_without_ground_truth_is_refused(tmp_path):
+    case_dir = write_isles_case(generate_case(1, shape=(8, 32, 32)), tmp_path / "data", 1)
+    next(case_dir.glob("*OT*")).rename(tmp_path / "moved-away")
+    with pytest.raises(ValueError, match="without ground truth"):
+        train(tmp_path / "data", tmp_path / "out", TINY, device="cpu", show_bar=False)
+
+
+def test_split_is_seeded_and_holds_out_at_least_one():
+    cases = list(range(10))
+    train_a, held_a = split_cases(cases, 0.2, seed=3)
+    train_b, held_b = split_cases(cases, 0.2, seed=3)
+    assert held_a == held_b and len(held_a) == 2 and sorted(train_a + held_a) == cases
+    assert len(split_cases(cases[:2], 0.1, seed=0)[1]) == 1
+
+
+def test_dice():
+    a = np.zeros((4, 4), np.uint8)
+    b = a.copy()
+    assert dice(a, b) == 1.0
+    a[0, :2] = 1
+    b[0, 1:3] = 1
+    assert dice(a, b) == pytest.approx(0.5)
+
+
+def test_predict_cli_writes_native_grid_outputs_with_the_input_geometry(tmp_path):
+    direction = (0.866, -0.5, 0.0, 0.5, 0.866, 0.0, 0.0, 0.0, 1.0)
+    case = generate_case(11, shape=(24, 64, 64), spacing=(1.2, 1.2, 6.0), direction=direction)
+    case_dir = write_isles_case(case, tmp_path / "data", 4)
+    out = tmp_path / "pred"
+    assert main(["predict", str(case_dir), "--out", str(out), "--device", "cpu", "--progress", "none"]) == 0
+    adc = sitk.ReadImage(str(next(case_dir.glob("*MR_ADC*/*.nii"))))
+    for name in ("prediction_probability.nii.gz", "prediction_mask.nii.gz"):
+        image = sitk.ReadImage(str(out / name))
+        assert image.GetSize() == adc.GetSize()
+        assert np.allclose(image.GetSpacing(), adc.GetSpacing())
+        assert np.allclose(image.GetOrigin(), adc.GetOrigin())
+        assert np.allclose(image.GetDirection(), adc.GetDirection(), atol=1e-6)
+    report = json.loads((out / "prediction.json").read_text())
+    assert 0.0 <= report["dice"] <= 1.0 and report["lesion_voxels"] > 0
+    assert not list(out.glob(".partial-*"))
+    # results are never overwritten silently
+    assert main(["predict", str(case_dir), "--out", str(out), "--device", "cpu", "--progress", "none"]) == 2
+
+
+def test_bad_inputs_give_a_short_message_not_a_traceback(tmp_path, capsys):
+    case_dir = write_isles_case(generate_case(2, shape=(8, 32, 32)), tmp_path / "data", 1)
+    next(case_dir.glob("*MR_TTP*")).rename(tmp_path / "elsewhere")
+    assert main(["predict", str(case_dir), "--out", str(tmp_path / "o"), "--progress", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "TTP" in err and "Traceback" not in err
+    bogus = tmp_path / "model.pt"
+    bogus.write_bytes(b"PK\x03\x04garbage")
+    assert main(["info", str(bogus)]) == 2
+    assert "pickle" in capsys.readouterr().err
+
+
+def test_bundled_model_segments_fresh_synthetic_cases():
+    """Held-out Dice of the bundled model on cases generated now, with seeds its training never saw."""
+    loaded = load_model()
+    scores = [predict_case(generate_case(seed), loaded, "cpu").dice for seed in (90001, 90002, 90003)]
+    assert np.mean(scores) >= 0.8, scores
