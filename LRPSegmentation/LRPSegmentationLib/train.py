@@ -54,7 +54,7 @@ PRESETS: dict[str, TrainConfig] = {
     # The paper: series grid, 80 epochs, batch 1, Adam 2e-4 (0.5, 0.9), cross-entropy, no augmentation.
     "paper": TrainConfig(),
     # Small, fast and robust: what the bundled model uses.
-    "small": TrainConfig(epochs=30, base_width=8, loss=LossKind.DICE_CROSS_ENTROPY, augment=True,
+    "small": TrainConfig(epochs=10, base_width=8, loss=LossKind.DICE_CROSS_ENTROPY, augment=True,
                          validation_fraction=0.2, learning_rate=1e-3, betas=(0.9, 0.999)),
 }
 
@@ -151,26 +151,29 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
     optimizer.load_state_dict({"state": state, "param_groups": extra["param_groups"]})
 
 
-def save_optimizer(optimizer: torch.optim.Optimizer, path: Path, epoch: int) -> None:
+def save_optimizer(optimizer: torch.optim.Optimizer, path: Path, epoch: int, generator: torch.Generator) -> None:
+    """Save the optimizer and the data-order/augmentation RNG, so a resumed run continues like an uninterrupted one."""
     from safetensors.torch import save_file
 
     tensors, extra = _optimizer_tensors(optimizer)
+    tensors["generator_state"] = generator.get_state()
     temporary = path.with_name(path.name + ".partial")
     save_file(tensors, str(temporary), metadata={"optimizer": json.dumps({**extra, "epoch": epoch})})
     temporary.replace(path)
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> int:
-    """Restore an optimizer saved by :func:`save_optimizer`; returns the number of finished epochs."""
+def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, generator: torch.Generator) -> int:
+    """Restore what :func:`save_optimizer` saved; returns the number of finished epochs."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
             extra = json.loads(handle.metadata()["optimizer"])
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        generator.set_state(tensors.pop("generator_state"))
+        _load_optimizer(optimizer, tensors, extra)
     except Exception as error:  # safetensors raises several types for corrupt files
         raise WeightsError(f"{path}: cannot resume from this optimizer state ({error}).") from None
-    _load_optimizer(optimizer, tensors, extra)
     return int(extra["epoch"])
 
 
@@ -211,7 +214,7 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
         if previous.info.config != model.config.to_dict():
             raise ValueError(f"{model_path}: its architecture differs from this run's; resume with the same options.")
         model.load_state_dict(previous.model.state_dict())
-        start_epoch = load_optimizer(optimizer, optimizer_path)
+        start_epoch = load_optimizer(optimizer, optimizer_path, generator)
 
     use_amp = config.amp and target_device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -263,7 +266,7 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
         info.training["epochs"] = epoch + 1
         info.metrics = {"dice_train_batches": report.dice_train, "dice_validation": dice_validation}
         save_model(model, info, model_path)
-        save_optimizer(optimizer, optimizer_path, epoch + 1)
+        save_optimizer(optimizer, optimizer_path, epoch + 1, generator)
         if progress:
             progress(report)
     # Final scores on the native grid, as users will see them.

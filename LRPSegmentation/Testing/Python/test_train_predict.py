@@ -104,3 +104,16 @@ def test_bundled_model_segments_fresh_synthetic_cases():
     loaded = load_model()
     scores = [predict_case(generate_case(seed), loaded, "cpu").dice for seed in (90001, 90002, 90003)]
     assert np.mean(scores) >= 0.8, scores
+
+
+def test_resumed_run_continues_like_an_uninterrupted_one(tiny_dataset, tmp_path):
+    import torch
+
+    augmented = TrainConfig(**{**TINY.__dict__, "epochs": 2, "augment": True})
+    straight = train(tiny_dataset, tmp_path / "straight", augmented, device="cpu", show_bar=False)
+    train(tiny_dataset, tmp_path / "split", TrainConfig(**{**augmented.__dict__, "epochs": 1}), device="cpu",
+          show_bar=False)
+    resumed = train(tiny_dataset, tmp_path / "split", augmented, device="cpu", resume=True, show_bar=False)
+    a = load_model(straight.model_path).model.state_dict()
+    b = load_model(resumed.model_path).model.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)

@@ -1,0 +1,57 @@
+"""PNG previews: one axial slice per modality, relevance heatmap over the image, prediction and truth outlines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .modalities import MODALITIES
+
+
+def lesion_slice(*masks: np.ndarray | None) -> int:
+    """Index of the axial slice with the most lesion voxels in the first non-empty mask (middle slice otherwise)."""
+    for mask in masks:
+        if mask is not None and mask.any():
+            return int(np.argmax(mask.reshape(mask.shape[0], -1).sum(axis=1)))
+    shape = next((m.shape for m in masks if m is not None), None)
+    return shape[0] // 2 if shape else 0
+
+
+def save_preview(path: Path | str, images: np.ndarray, heatmap: np.ndarray | None = None, *,
+                 prediction: np.ndarray | None = None, ground_truth: np.ndarray | None = None,
+                 spacing: tuple[float, float, float] = (1.0, 1.0, 1.0), slice_index: int | None = None,
+                 title: str = "", threshold: float = 0.05) -> Path:
+    """Write a 2x3 panel PNG for ``images`` (6, D, H, W) with an optional ``heatmap`` normalised to [-1, 1].
+
+    Heatmap values with |r| below ``threshold`` are transparent so the anatomy shows; red is positive relevance
+    (for the lesion), blue negative. Prediction outlines are yellow, ground-truth outlines green.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    z = lesion_slice(prediction, ground_truth) if slice_index is None else slice_index
+    aspect = spacing[1] / spacing[0]  # ITK (x, y, z) spacing: rows are y, columns x
+    figure, axes = plt.subplots(2, 3, figsize=(12, 8.4), constrained_layout=True)
+    for channel, (axis, name) in enumerate(zip(axes.flat, MODALITIES)):
+        image = images[channel, z]
+        low, high = np.percentile(image, (1, 99)) if image.any() else (0.0, 1.0)
+        axis.imshow(image, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), aspect=aspect)
+        if heatmap is not None:
+            layer = np.ma.masked_where(np.abs(heatmap[channel, z]) < threshold, heatmap[channel, z])
+            shown = axis.imshow(layer, cmap="bwr", vmin=-1, vmax=1, alpha=0.75, aspect=aspect)
+        for mask, colour in ((prediction, "yellow"), (ground_truth, "lime")):
+            if mask is not None and mask[z].any():
+                axis.contour(mask[z], levels=[0.5], colors=colour, linewidths=1.0)
+        axis.set_title(name)
+        axis.set_axis_off()
+    if heatmap is not None:
+        figure.colorbar(shown, ax=axes, shrink=0.6, label="relevance / max|R_c|")
+    figure.suptitle(f"{title}  (slice {z}; yellow: prediction, green: ground truth)".strip())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
