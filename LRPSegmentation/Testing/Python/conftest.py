@@ -1,0 +1,35 @@
+"""Shared fixtures: small synthetic ISLES-layout cases written once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from LRPSegmentationLib.synthetic import SyntheticCase, generate_case, generate_dataset, write_isles_case
+
+SMALL_SHAPE = (8, 32, 32)
+"""(D, H, W) of the shared fixture cases: tiny, so that every test file stays fast."""
+
+
+@pytest.fixture(scope="session")
+def synthetic_case() -> SyntheticCase:
+    """One small generated case (seed 7), in memory; do not modify its arrays."""
+    return generate_case(7, shape=SMALL_SHAPE)
+
+
+@pytest.fixture(scope="session")
+def synthetic_case_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_case: SyntheticCase) -> Path:
+    """``synthetic_case`` written in the ISLES 2017 layout: the folder ``.../training_7`` (read-only by convention)."""
+    return write_isles_case(synthetic_case, tmp_path_factory.mktemp("isles_case"), 7)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset root holding ``training_1`` and ``training_2`` (seed 2017, shape (8, 32, 32)).
+
+    Read-only by convention: tests that change files copy a case first.
+    """
+    root = tmp_path_factory.mktemp("isles_dataset")
+    generate_dataset(root, count=2, seed=2017, shape=SMALL_SHAPE)
+    return root
