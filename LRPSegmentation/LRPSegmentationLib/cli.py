@@ -102,6 +102,77 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def explain_settings(args: argparse.Namespace, case) -> "ExplainSettings":
+    """Translate the explain/sweep options into :class:`~.explain.ExplainSettings`."""
+    from .caseio import read_volume
+    from .explain import ExplainSettings, FilterPlacement
+    from .lrp.filters import AmplitudeFilter, Normalization
+    from .lrp.targets import Target
+
+    mask = read_volume(args.mask)[0] if getattr(args, "mask", None) else None
+    voxel = tuple(int(v) for v in args.voxel.split(",")) if getattr(args, "voxel", None) else None
+    target = Target(kind=args.target, mask=mask, voxel=voxel, component=getattr(args, "component", None),
+                    ground_truth=case.ground_truth if args.target in ("false-positive", "false-negative") else None)
+    filt = AmplitudeFilter(args.filter, args.alpha_low, args.alpha) if args.filter != "none" else AmplitudeFilter()
+    taps = tuple(args.taps.split(",")) if getattr(args, "taps", None) else None
+    return ExplainSettings(preset=args.rule, target=target, filter=filt, where=FilterPlacement(args.where),
+                           taps=taps, normalization=Normalization(args.normalization))
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .caseio import load_case
+    from .explain import explain_case
+    from .modalities import MODALITIES
+    from .outputs import ResultWriter
+    from .preview import save_preview
+    from .weights import load_model
+
+    progress = Progress(args.progress)
+    progress("load", 0.05, f"reading {args.case}")
+    case = load_case(args.case)
+    settings = explain_settings(args, case)
+    loaded = load_model(args.model)
+    progress("explain", 0.2, f"{settings.preset} rules, target {settings.target.kind.value}, "
+                             f"filter {settings.filter.label} on {settings.where.value}")
+    result = explain_case(case, loaded, settings, args.device, notify=progress.note)
+    progress("score", 0.7, "inclusivity and heatmap scores")
+    filtered = result.filtered()
+    scores = result.scores(lrp_threshold=args.lrp_threshold, input_threshold=args.input_threshold,
+                           smoothing=args.smoothing)
+    progress("write", 0.8, f"writing to {args.out}")
+    with ResultWriter(args.out, overwrite=args.overwrite) as out:
+        out.volume("prediction_probability.nii.gz", result.prediction.probability, case.geometry)
+        out.volume("prediction_mask.nii.gz", result.prediction.mask, case.geometry)
+        for channel, modality in enumerate(MODALITIES):
+            out.volume(f"relevance_{modality}.nii.gz", result.relevance[channel], case.geometry)
+            out.volume(f"relevance_{modality}_filtered.nii.gz", filtered.normalised[channel], case.geometry)
+        out.json("scores.json", {"case": case.case_id, "dice": result.prediction.dice, **scores.to_dict()})
+        write_csv(out.path("scores.csv"), [{"case": case.case_id, **row} for row in scores.to_rows()])
+        out.json("provenance.json", {**result.provenance, "in_chain_removed_fraction": result.tap_removed,
+                                     "final_map": filtered.describe()})
+        save_preview(out.path("preview.png"), case.images, filtered.normalised, prediction=result.prediction.mask,
+                     ground_truth=case.ground_truth, spacing=case.geometry.spacing,
+                     title=f"{case.case_id}: {settings.preset}, {settings.filter.label} ({settings.where.value})")
+    total = scores.total
+    dice = "no ground truth" if result.prediction.dice is None else f"Dice {result.prediction.dice:.3f}"
+    gt = "-" if total.gt_inclusivity is None else f"{total.gt_inclusivity:.3f}"
+    progress("done", 1.0, f"{case.case_id}: {dice}; mean D(LRP,x) {total.input_inclusivity:.3f}, "
+                          f"D(LRP,y_OT) {gt}, conservation {result.conservation:.3f}")
+    return 0
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    """Rows of dicts as CSV with the union of their keys as columns (first-seen order)."""
+    import csv
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return Path(path)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .weights import bundled_model_path, read_metadata
 
@@ -170,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("case", help="ISLES case folder, or a folder of ADC/MTT/rCBF/rCBV/Tmax/TTP files")
     common(predict, "folder for prediction_probability/mask.nii.gz and prediction.json")
 
+    explain = add("explain", cmd_explain, "explain the lesion segmentation of one case with (filtered) LRP")
+    explain.add_argument("case", help="ISLES case folder, or a folder of ADC/MTT/rCBF/rCBV/Tmax/TTP files")
+    common(explain, "folder for relevance_<MOD>[_filtered].nii.gz, prediction_*.nii.gz, scores.json/csv, "
+                    "provenance.json, preview.png")
+    add_explain_options(explain)
+
     info = add("info", cmd_info, "print a model file's metadata (architecture, training, Dice)")
     info.add_argument("model", nargs="?", help="model file; default: the bundled model")
     info.add_argument("--json", action="store_true", help="one line of JSON")
@@ -178,6 +255,30 @@ def build_parser() -> argparse.ArgumentParser:
     common(demo, "folder for the synthetic case and all results")
     demo.add_argument("--seed", type=int, default=2017)
     return parser
+
+
+def add_explain_options(sub: argparse.ArgumentParser, with_filter: bool = True) -> None:
+    from .lrp import DEFAULT_PRESET, PRESETS
+    from .lrp.targets import TargetKind
+
+    sub.add_argument("--rule", choices=sorted(PRESETS), default=DEFAULT_PRESET, help="LRP rule preset")
+    sub.add_argument("--target", choices=[k.value for k in TargetKind], default="lesion-logits",
+                     help="what is explained (the starting relevance on the logits)")
+    sub.add_argument("--mask", help="mask file for --target mask (on the model grid)")
+    sub.add_argument("--voxel", help="d,h,w model-grid index for --target voxel (or the seed of component)")
+    sub.add_argument("--component", type=int, help="rank by size for --target component (0 = largest)")
+    if with_filter:
+        sub.add_argument("--filter", choices=("none", "pass", "clamp"), default="none")
+        sub.add_argument("--alpha", type=float, default=1.0, help="upper band edge a2 of the filter")
+        sub.add_argument("--alpha-low", type=float, default=0.0, help="lower band edge a1 of the filter")
+    sub.add_argument("--where", choices=("output", "layers"), default="output",
+                     help="filter the final map (output) or inside the relevance chain at the paper's taps (layers)")
+    sub.add_argument("--taps", help="comma-separated tap names for --where layers (default: the paper's taps)")
+    sub.add_argument("--normalization", choices=("per-channel", "global"), default="per-channel",
+                     help="final-map normalisation before filtering")
+    sub.add_argument("--lrp-threshold", type=float, default=0.5, help="binarise |R_c|/max|R_c| above this")
+    sub.add_argument("--input-threshold", type=float, default=0.1, help="binarise |x_c|/max|x_c| above this")
+    sub.add_argument("--smoothing", type=float, default=0.0, help="added to inclusivity denominators")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,6 +41,14 @@ def lesion_probability(model: torch.nn.Module, x: torch.Tensor, device: torch.de
     return torch.softmax(logits.float(), dim=1)[0, lesion_class].cpu().numpy()
 
 
+def prediction_from_probability(case: Case, probability: np.ndarray, device: str) -> Prediction:
+    """Map a model-grid lesion probability onto the case's native grid, threshold it and score it."""
+    native = np.clip(to_native(probability, case.geometry.shape, Interpolation.LINEAR), 0.0, 1.0)
+    mask = (native >= 0.5).astype(np.uint8)
+    score = dice(mask, case.ground_truth) if case.ground_truth is not None else None
+    return Prediction(case.case_id, native.astype(np.float32), mask, score, device)
+
+
 def predict_case(case: Case, loaded: LoadedModel, device: str | torch.device = "auto",
                  notify: Callable[[str], None] | None = None) -> Prediction:
     """Run the model on a case and map the result back onto the case's native grid."""
@@ -48,7 +56,4 @@ def predict_case(case: Case, loaded: LoadedModel, device: str | torch.device = "
     x = prepare_input(case.images, spec)
     probability, used = run_with_cpu_fallback(
         lambda d: lesion_probability(loaded.model, x, d), resolve_device(device), notify)
-    native = np.clip(to_native(probability, case.geometry.shape, Interpolation.LINEAR), 0.0, 1.0)
-    mask = (native >= 0.5).astype(np.uint8)
-    score = dice(mask, case.ground_truth) if case.ground_truth is not None else None
-    return Prediction(case.case_id, native.astype(np.float32), mask, score, str(used))
+    return prediction_from_probability(case, probability, str(used))

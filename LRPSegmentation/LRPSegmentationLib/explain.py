@@ -1,0 +1,113 @@
+"""One case through the whole flow: model input -> U-Net -> target -> LRP (rules, in-chain filter taps) ->
+relevance on the native grid -> final-map filter -> scores. Used by the CLI, the sweep and the Slicer module."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .caseio import Case
+from .devices import resolve_device, run_with_cpu_fallback
+from .lrp import DEFAULT_PRESET, explain, get_composite
+from .lrp.filters import AmplitudeFilter, FilterKind, Normalization, filter_map, tap_filter
+from .lrp.targets import Target
+from .metrics import ExplanationScores, score_explanation
+from .predict import Prediction, prediction_from_probability
+from .preprocess import Interpolation, PreprocessSpec, prepare_input, to_native
+from .weights import LoadedModel
+
+
+class FilterPlacement(str, Enum):
+    """Where the amplitude filter acts."""
+
+    OUTPUT = "output"  # on the final input-level map only (cheap: re-filter a cached map live)
+    LAYERS = "layers"  # inside the relevance chain at the paper's taps (needs a new LRP pass per filter)
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """Every choice that shapes an explanation; recorded in its provenance."""
+
+    preset: str = DEFAULT_PRESET
+    target: Target = field(default_factory=Target)
+    filter: AmplitudeFilter = field(default_factory=lambda: AmplitudeFilter.parse(None))
+    where: FilterPlacement = FilterPlacement.OUTPUT
+    taps: tuple[str, ...] | None = None  # None: the paper's taps (only used with LAYERS)
+    normalization: Normalization = Normalization.PER_CHANNEL
+
+    def describe(self) -> dict[str, Any]:
+        return {"preset": self.preset, "rules": get_composite(self.preset).describe(),
+                "target": self.target.describe(), "filter": self.filter.describe(), "where": self.where.value,
+                "taps": list(self.taps) if self.taps is not None else "paper",
+                "normalization": self.normalization.value}
+
+
+@dataclass
+class CaseExplanation:
+    """Relevance of one case on its native grid (raw: in-chain filters applied, final-map filter not yet)."""
+
+    case: Case
+    relevance: np.ndarray  # float32 (6, D, H, W), native grid
+    prediction: Prediction
+    settings: ExplainSettings
+    conservation: float  # sum of input relevance / sum of start relevance, on the model grid
+    start_relevance_sum: float
+    tap_removed: dict[str, float]  # in-chain taps: share of |relevance| each filter removed
+    provenance: dict[str, Any]
+
+    def filtered(self, filt: AmplitudeFilter | None = None):
+        """The final map under ``filt`` (default: the settings' filter when it acts on the output)."""
+        if filt is None:
+            filt = self.settings.filter if self.settings.where == FilterPlacement.OUTPUT else AmplitudeFilter.parse(None)
+        return filter_map(self.relevance, filt, self.settings.normalization)
+
+    def scores(self, filt: AmplitudeFilter | None = None, **options) -> ExplanationScores:
+        """Inclusivity and the other heatmap scores of the final map under ``filt`` (see :meth:`filtered`)."""
+        return score_explanation(self.filtered(filt), self.case.images, self.case.ground_truth,
+                                 output_relevance_sum=self.start_relevance_sum, **options)
+
+
+def explain_case(case: Case, loaded: LoadedModel, settings: ExplainSettings = ExplainSettings(),
+                 device: str | torch.device = "auto",
+                 notify: Callable[[str], None] | None = None) -> CaseExplanation:
+    """Predict and explain one case; the relevance comes back on the case's native grid."""
+    spec = PreprocessSpec.from_dict(loaded.info.preprocess)
+    x = prepare_input(case.images, spec)
+    in_chain = settings.where == FilterPlacement.LAYERS and settings.filter.kind != FilterKind.NONE
+    started = time.perf_counter()
+
+    def run(target_device: torch.device):
+        return explain(loaded.model.to(target_device), x.to(target_device), settings.target.start_relevance,
+                       settings.preset, tap_filter=tap_filter(settings.filter) if in_chain else None,
+                       taps=settings.taps if in_chain else None)
+
+    result, used = run_with_cpu_fallback(run, resolve_device(device), notify)
+    seconds = time.perf_counter() - started
+    probability = torch.softmax(result.output.detach().float(), dim=1)[0, settings.target.lesion_class]
+    prediction = prediction_from_probability(case, probability.cpu().numpy(), str(used))
+    relevance = to_native(result.relevance.detach()[0].float().cpu(), case.geometry.shape, Interpolation.LINEAR)
+    provenance = {
+        "case": case.case_id,
+        "sources": {k: str(v) for k, v in case.sources.items()},
+        "model": {"path": str(loaded.path), "sha256": loaded.sha256, "config": loaded.info.config,
+                  "preprocess": loaded.info.preprocess},
+        "explanation": settings.describe(),
+        "rules_by_layer": result.rules,
+        "batchnorm_folded": list(result.folded),
+        "conservation": result.conservation,
+        "device": str(used),
+        "seconds": round(seconds, 3),
+        "versions": {"lrpsegmentation": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "relevance_grid": "computed on the model grid, mapped to the native grid by trilinear interpolation",
+    }
+    taps = {name: record.removed_fraction for name, record in result.taps.items() if record.filtered}
+    return CaseExplanation(case, relevance.astype(np.float32), prediction, settings, float(result.conservation),
+                           float(result.start_sum), taps, provenance)
