@@ -173,6 +173,52 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return Path(path)
 
 
+def collect_cases(paths: Sequence[str]) -> list[Path]:
+    """Case folders from arguments that are case folders or folders of case folders."""
+    from .caseio import CaseError, find_case_files
+    from .train import find_case_folders
+
+    folders: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        try:
+            find_case_files(path)
+            folders.append(path)
+        except CaseError:
+            folders.extend(find_case_folders(path))
+    return folders
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .caseio import load_case
+    from .lrp.filters import AmplitudeFilter
+    from .outputs import ResultWriter
+    from .sweep import SWEET_SPOT_CRITERION, default_filters, plot_sweep, sweep_rows, sweet_spot
+    from .weights import load_model
+
+    progress = Progress(args.progress)
+    folders = collect_cases(args.cases)
+    cases = [load_case(folder) for folder in folders]
+    models = [load_model(path) for path in (args.model or [None])]
+    filters = (default_filters() if args.filters == "paper"
+               else tuple(AmplitudeFilter.parse(spec) for spec in args.filters.split(";")))
+    args.filter, args.alpha, args.alpha_low = "none", 1.0, 0.0
+    settings = explain_settings(args, cases[0])
+    rows = sweep_rows(cases, models, filters, settings, args.device, progress=lambda f, m: progress("sweep", f, m),
+                      lrp_threshold=args.lrp_threshold, input_threshold=args.input_threshold, smoothing=args.smoothing)
+    chosen = sweet_spot(rows)
+    with ResultWriter(args.out, overwrite=args.overwrite) as out:
+        write_csv(out.path("sweep.csv"), rows)
+        plot_sweep(rows, out.path("plots"))
+        out.json("sweet_spot.json", {"criterion": SWEET_SPOT_CRITERION, "where": settings.where.value,
+                                     "cases": [c.case_id for c in cases], "models": [str(m.path) for m in models],
+                                     "sweet_spot": chosen})
+    for kind, spot in chosen.items():
+        print(f"sweet spot ({kind}): {spot['filter']}: mean D(LRP,x) {spot['mean_input_inclusivity']:.3f} "
+              f"(unfiltered {spot['unfiltered_input_inclusivity']:.3f})")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .weights import bundled_model_path, read_metadata
 
@@ -246,6 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     common(explain, "folder for relevance_<MOD>[_filtered].nii.gz, prediction_*.nii.gz, scores.json/csv, "
                     "provenance.json, preview.png")
     add_explain_options(explain)
+
+    sweep = add("sweep", cmd_sweep, "run a grid of filters over cases and models: sweep.csv, plots, sweet spot")
+    sweep.add_argument("cases", nargs="+", help="case folders, or folders of case folders")
+    sweep.add_argument("--model", action="append", help="model file; repeat for several (default: the bundled)")
+    sweep.add_argument("--device", default="auto")
+    sweep.add_argument("--out", required=True, help="folder for sweep.csv, plots/ and sweet_spot.json")
+    sweep.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
+    sweep.add_argument("--overwrite", action="store_true")
+    sweep.add_argument("--filters", default="paper",
+                       help="'paper' (none + the paper's pass and clamp grids) or e.g. 'pass:0.2;clamp:0.1'")
+    add_explain_options(sweep, with_filter=False)
 
     info = add("info", cmd_info, "print a model file's metadata (architecture, training, Dice)")
     info.add_argument("model", nargs="?", help="model file; default: the bundled model")
