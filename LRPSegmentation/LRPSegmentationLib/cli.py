@@ -228,14 +228,18 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The README's main job: a fresh synthetic case through the bundled model."""
+    """The README's main job: a fresh synthetic case, predicted and explained by the bundled model, with the
+    paper's clamp filter C[0, 0.2] on the final map (its Figure 1C)."""
     from .synthetic import generate_case, write_isles_case
 
     out = Path(args.out)
-    case_dir = write_isles_case(generate_case(args.seed), out / "case", 1)
+    case_dir = write_isles_case(generate_case(args.seed), out / "case", 1, replace_synthetic=args.overwrite)
     print(f"synthetic case written to {case_dir}", file=sys.stderr)
-    return cmd_predict(argparse.Namespace(case=case_dir, model=args.model, device=args.device,
-                                          out=out / "prediction", progress=args.progress, overwrite=args.overwrite))
+    explain_args = ["explain", str(case_dir), "--out", str(out / "explanation"), "--device", args.device,
+                    "--progress", args.progress, "--filter", "clamp", "--alpha", "0.2"]
+    explain_args += ["--model", args.model] if args.model else []
+    explain_args += ["--overwrite"] if args.overwrite else []
+    return cmd_explain(build_parser().parse_args(explain_args))
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -343,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("default")
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:  # every user-facing error type derives from these
+    except (ValueError, FileNotFoundError, FileExistsError) as error:  # every user-facing error derives from these
         print(f"lrpseg {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

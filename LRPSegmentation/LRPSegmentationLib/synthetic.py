@@ -12,6 +12,7 @@ standardised lesion contrasts. The core is what ADC shows; the perfusion maps al
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -294,13 +295,19 @@ def _isles_name(number: int, token: str, index: int) -> str:
     return f"{prefix}.Brain.XX.O.{token}.{file_id}"
 
 
-def write_isles_case(case: SyntheticCase, root: Path | str, number: int) -> Path:
+def write_isles_case(case: SyntheticCase, root: Path | str, number: int, replace_synthetic: bool = False) -> Path:
     """Write ``root/training_<number>/`` in the ISLES 2017 layout, plus the known explanation.
 
     Extras (``explanation.json``, ``explanation_regions.nii.gz``) lie beside the ISLES folders; case readers
-    ignore them.
+    ignore them. An existing non-empty folder is never overwritten, except a synthetic one (it holds
+    ``explanation.json``) when ``replace_synthetic`` is set.
     """
     folder = Path(root).expanduser() / f"training_{int(number)}"
+    if folder.is_dir() and any(folder.iterdir()):
+        if not (replace_synthetic and (folder / EXPLANATION_FILE).is_file()):
+            raise FileExistsError(f"{folder} already exists and is not empty; choose another folder or another "
+                                  "case number (lrpseg synth --start N).")
+        shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for index, modality in enumerate(MODALITIES):
         name = _isles_name(number, f"MR_{modality}", index)
@@ -329,6 +336,10 @@ def generate_dataset(root: Path | str, count: int, seed: int, start: int = 1, sh
     """Write ``count`` cases ``training_<start>`` ... into ``root``; returns the case folders."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}.")
+    taken = [f"training_{start + i}" for i in range(count) if (Path(root).expanduser() / f"training_{start + i}").exists()]
+    if taken:  # check all before writing any, so that a refusal leaves no partial dataset
+        raise FileExistsError(f"{root} already holds {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}; "
+                              "choose another folder or another first number (lrpseg synth --start N).")
     return [
         write_isles_case(generate_case(case_seed, shape=shape), root, start + offset)
         for offset, case_seed in enumerate(dataset_seeds(seed, count))

@@ -195,3 +195,20 @@ def test_dataset_is_seeded_numbered_and_loadable(synthetic_dataset_dir: Path, tm
 
 def test_no_known_explanation_for_other_folders(tmp_path: Path) -> None:
     assert load_known_explanation(tmp_path) is None
+
+
+def test_existing_case_folders_are_never_overwritten(tmp_path):
+    from LRPSegmentationLib.synthetic import generate_dataset, write_isles_case
+
+    user_case = tmp_path / "training_2"
+    user_case.mkdir()
+    (user_case / "my_scan.nii").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="training_2"):
+        generate_dataset(tmp_path, 3, seed=0, shape=(4, 16, 16))
+    assert not (tmp_path / "training_1").exists()  # nothing partial
+    with pytest.raises(FileExistsError):
+        write_isles_case(generate_case(0, shape=(4, 16, 16)), tmp_path, 2, replace_synthetic=True)
+    assert (user_case / "my_scan.nii").read_bytes() == b"precious"
+    first = write_isles_case(generate_case(0, shape=(4, 16, 16)), tmp_path, 5)
+    again = write_isles_case(generate_case(1, shape=(4, 16, 16)), tmp_path, 5, replace_synthetic=True)
+    assert first == again
