@@ -219,6 +219,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Dice of a model on case folders and/or freshly generated synthetic cases (held out by construction)."""
+    import numpy as np
+
+    from .caseio import Case, load_case
+    from .predict import predict_case
+    from .synthetic import dataset_seeds, generate_case
+    from .weights import load_model
+
+    loaded = load_model(args.model)
+    cases = [load_case(folder) for folder in collect_cases(args.cases)] if args.cases else []
+    for seed in dataset_seeds(args.seed, args.synthetic) if args.synthetic else []:
+        synthetic = generate_case(seed)
+        cases.append(Case(f"synthetic-{seed}", synthetic.images, synthetic.geometry, synthetic.ground_truth))
+    if not cases:
+        raise ValueError("Nothing to evaluate: give case folders and/or --synthetic N.")
+    scores = {}
+    for case in cases:
+        scores[case.case_id] = predict_case(case, loaded, args.device).dice
+        print(f"{case.case_id}: Dice {scores[case.case_id]:.4f}" if scores[case.case_id] is not None
+              else f"{case.case_id}: no ground truth", file=sys.stderr, flush=True)
+    values = [v for v in scores.values() if v is not None]
+    print(json.dumps({"model": str(loaded.path), "model_sha256": loaded.sha256, "cases": len(values),
+                      "mean_dice": float(np.mean(values)) if values else None,
+                      "min_dice": float(np.min(values)) if values else None, "dice": scores}, indent=2))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .weights import bundled_model_path, read_metadata
 
@@ -307,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--filters", default="paper",
                        help="'paper' (none + the paper's pass and clamp grids) or e.g. 'pass:0.2;clamp:0.1'")
     add_explain_options(sweep, with_filter=False)
+
+    evaluate = add("evaluate", cmd_evaluate, "Dice of a model on case folders and/or fresh synthetic cases")
+    evaluate.add_argument("cases", nargs="*", help="case folders, or folders of case folders")
+    evaluate.add_argument("--model", help="model file; default: the bundled model")
+    evaluate.add_argument("--synthetic", type=int, default=0, help="also generate N fresh synthetic cases")
+    evaluate.add_argument("--seed", type=int, default=9000, help="dataset seed of the synthetic cases")
+    evaluate.add_argument("--device", default="auto")
 
     info = add("info", cmd_info, "print a model file's metadata (architecture, training, Dice)")
     info.add_argument("model", nargs="?", help="model file; default: the bundled model")
