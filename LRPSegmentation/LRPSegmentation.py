@@ -1,19 +1,14 @@
 """LRPSegmentation: stroke lesion segmentation of six-modality MRI with a 3D U-Net, explained by filtered LRP.
 
-Thin Slicer layer: the Widget gathers GUI state, the Logic calls LRPSegmentationLib (scene.py for all MRML work,
-job.py for the child process that runs the model, lrp.filters / metrics for the live slider). torch is imported
-only inside functions, so the module loads (and Slicer's generic tests run) without it.
+Thin Slicer layer: the Widget gathers GUI state, the Logic translates it into calls of LRPSegmentationLib
+(scene: MRML nodes; job: the child process running ``lrpseg explain``; live: the cached map, heatmaps and scores
+table the sliders update). torch is imported only by LRPSegmentationLib functions called after the dependency
+check, so the module loads (and Slicer's generic tests run) without it.
 """
 
-import os
-import shutil
-import sys
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Optional, Union
 
-import numpy as np
 import qt
 import slicer
 import vtk
@@ -25,17 +20,12 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
+from LRPSegmentationLib import job as lrpjob
 from LRPSegmentationLib import scene as lrpscene
-from LRPSegmentationLib.job import ChildJob, ExplainRequest, child_environment
 from LRPSegmentationLib.modalities import MODALITIES
 
 MODULE_DIR = Path(__file__).resolve().parent
 SELECTOR_KEYS = {"ADC": "adc", "MTT": "mtt", "rCBF": "rcbf", "rCBV": "rcbv", "Tmax": "tmax", "TTP": "ttp"}
-PIP_REQUIREMENTS = {"safetensors": "safetensors>=0.4", "tqdm": "tqdm>=4.60", "SimpleITK": "SimpleITK>=2.2",
-                    "scipy": "scipy>=1.10"}
-SCORE_COLUMNS = (("modality", "Modality"), ("input_inclusivity", "D(LRP,x)"), ("gt_inclusivity", "D(LRP,y_OT)"),
-                 ("input_precision", "D(x,LRP)"), ("gt_precision", "D(y_OT,LRP)"), ("share", "Share"),
-                 ("abs_share", "|Share|"))
 
 
 class LRPSegmentation(ScriptedLoadableModule):
@@ -61,14 +51,11 @@ def registerSampleData():
     """A synthetic ISLES-like case in Sample Data, generated locally (no download)."""
     import SampleData
 
-    def generate(source):
-        return LRPSegmentationLogic().loadSyntheticSample()
-
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
         category="LRPSegmentation", sampleName="LRPSegmentationSynthetic", uris="generated:lrpsegmentation-synthetic",
         fileNames="LRPSegmentationSynthetic", nodeNames="LRPSegmentationSynthetic_ADC",
         thumbnailFileName=str(MODULE_DIR / "Resources" / "Icons" / "LRPSegmentationSample.png"),
-        customDownloader=generate)
+        customDownloader=lambda source: LRPSegmentationLogic().loadSyntheticSample())
 
 
 @parameterNodeWrapper
@@ -101,11 +88,8 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
+        self.logic = self._parameterNode = self._parameterNodeGuiTag = None
         self._timer = qt.QTimer()
-        self._timer.setInterval(100)
         self._timer.connect("timeout()", self.onPoll)
 
     def setup(self) -> None:
@@ -115,7 +99,6 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = LRPSegmentationLogic()
-
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.loadCaseButton.connect("clicked(bool)", self.onLoadCase)
@@ -124,10 +107,12 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.exportScoresButton.connect("clicked(bool)", self.onExportScores)
-        for kind in ("None", "Pass", "Clamp"):
-            getattr(self.ui, f"filter{kind}RadioButton").connect("toggled(bool)", self.onFilterKindToggled)
-        for where in ("Output", "Layers"):
-            getattr(self.ui, f"where{where}RadioButton").connect("toggled(bool)", self.onWhereToggled)
+        for kind in ("none", "pass", "clamp"):
+            getattr(self.ui, f"filter{kind.capitalize()}RadioButton").connect(
+                "toggled(bool)", lambda checked, k=kind: checked and self.setParameter("filterKind", k))
+        for where in ("output", "layers"):
+            getattr(self.ui, f"where{where.capitalize()}RadioButton").connect(
+                "toggled(bool)", lambda checked, w=where: checked and self.setParameter("where", w))
         self.initializeParameterNode()
         self.onModelPathChanged(self.ui.modelPathLineEdit.currentPath)
 
@@ -139,15 +124,11 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.onCancel()
-        self.logic.result = None  # its nodes go with the scene
-        self.logic.clearLayerCache()
+        self.logic.live = None  # its nodes go with the scene
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -157,98 +138,82 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
 
-    def setParameterNode(self, inputParameterNode: Optional[LRPSegmentationParameterNode]) -> None:
+    def setParameterNode(self, parameterNode: Optional[LRPSegmentationParameterNode]) -> None:
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
-            p = self._parameterNode
-            getattr(self.ui, f"filter{p.filterKind.capitalize()}RadioButton").checked = True
-            getattr(self.ui, f"where{p.where.capitalize()}RadioButton").checked = True
-            self.ui.modelPathLineEdit.currentPath = p.modelPath
+        self._parameterNode = parameterNode
+        if parameterNode:
+            self._parameterNodeGuiTag = parameterNode.connectGui(self.ui)
+            self.addObserver(parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
+            getattr(self.ui, f"filter{parameterNode.filterKind.capitalize()}RadioButton").checked = True
+            getattr(self.ui, f"where{parameterNode.where.capitalize()}RadioButton").checked = True
+            self.ui.modelPathLineEdit.currentPath = parameterNode.modelPath
             self.onParameterChanged()
 
     def inputVolumes(self) -> dict:
         return {m: getattr(self._parameterNode, f"{SELECTOR_KEYS[m]}Volume") for m in MODALITIES}
 
+    def band(self) -> tuple:
+        p = self._parameterNode
+        return p.filterKind, p.alpha, p.alphaLow if p.useAlphaLow else 0.0
+
     def onParameterChanged(self, caller=None, event=None) -> None:
         p = self._parameterNode
         if p is None:
             return
-        running = self.logic.job is not None and not self.logic.job.finished
-        ready = all(self.inputVolumes().values())
+        ready, running = all(self.inputVolumes().values()), self.logic.running
         self.ui.applyButton.enabled = ready and not running
         self.ui.applyButton.toolTip = _("Segment and explain.") if ready else _("Select a volume for each modality.")
         self.ui.cancelButton.enabled = running
-        self.ui.alphaLowSlider.enabled = p.useAlphaLow and p.filterKind != "none"
         self.ui.alphaSlider.enabled = p.filterKind != "none"
+        self.ui.alphaLowSlider.enabled = p.useAlphaLow and p.filterKind != "none"
         self.ui.viewModalityComboBox.enabled = p.singleView
-        if self.logic.result is not None and not running:
-            with slicer.util.tryWithErrorDisplay(_("Updating the explanation failed.")):
-                self.updateExplanation()
+        if self.logic.live is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Updating the explanation failed.")):
+            if p.where == "output":
+                self.logic.applyFilter(*self.band())
+            elif self.logic.showLayerFiltered(*self.band()) is None and not running:
+                self.startRun(*self.band())  # computed in the background, then cached for this band
+            self.logic.showViews(p.singleView, p.viewModality, p.opacity, p.showOutlines)
+            self.ui.scoresTableView.setMRMLTableNode(self.logic.live.table)
+            dice = self.logic.live.dice
+            self.ui.diceLabel.text = _("Dice: {value}").format(value="-" if dice is None else f"{dice:.3f}")
 
-    def updateExplanation(self) -> None:
-        p = self._parameterNode
-        if p.where == "output":
-            rows = self.logic.applyFilter(p.filterKind, p.alpha, p.alphaLow if p.useAlphaLow else 0.0)
-        else:
-            rows = self.logic.showLayerFiltered(p.filterKind, p.alpha, p.alphaLow if p.useAlphaLow else 0.0,
-                                                onMissing=self.startRun)
-        self.logic.showViews(p.singleView, p.viewModality, p.opacity, p.showOutlines)
-        if rows is not None:
-            self.ui.scoresTableView.setMRMLTableNode(self.logic.result.table)
-        dice = self.logic.result.dice
-        self.ui.diceLabel.text = _("Dice: {value}").format(value="-" if dice is None else f"{dice:.3f}")
-
-    def onFilterKindToggled(self, checked: bool) -> None:
-        if checked and self._parameterNode:
-            self._parameterNode.filterKind = ("none" if self.ui.filterNoneRadioButton.checked else
-                                              "pass" if self.ui.filterPassRadioButton.checked else "clamp")
-
-    def onWhereToggled(self, checked: bool) -> None:
-        if checked and self._parameterNode:
-            self._parameterNode.where = "output" if self.ui.whereOutputRadioButton.checked else "layers"
+    def setParameter(self, name: str, value) -> None:
+        if self._parameterNode:
+            setattr(self._parameterNode, name, value)
 
     def onModelPathChanged(self, path: str) -> None:
-        if self._parameterNode:
-            self._parameterNode.modelPath = path
+        self.setParameter("modelPath", path)
         try:
-            self.ui.modelInfoLabel.text = self.logic.describeModel(path or None)
+            self.ui.modelInfoLabel.text = lrpjob.model_summary(path or None)
         except ValueError as error:
             self.ui.modelInfoLabel.text = str(error)
 
     def onLoadCase(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("ISLES case folder"))
-        if not folder:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Loading the case failed."), waitCursor=True):
-            self.selectCase(self.logic.loadCaseFolder(folder))
-
-    def selectCase(self, nodes) -> None:
-        for modality, node in nodes.volumes.items():
-            setattr(self._parameterNode, f"{SELECTOR_KEYS[modality]}Volume", node)
-        self._parameterNode.groundTruth = nodes.ground_truth
+        if folder:
+            with slicer.util.tryWithErrorDisplay(_("Loading the case failed."), waitCursor=True):
+                nodes = self.logic.loadCaseFolder(folder)
+                for modality, node in nodes.volumes.items():
+                    setattr(self._parameterNode, f"{SELECTOR_KEYS[modality]}Volume", node)
+                self._parameterNode.groundTruth = nodes.ground_truth
 
     def onApply(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Starting the computation failed."), waitCursor=True):
-            if not self.logic.ensureDependencies():
-                return
-            p = self._parameterNode
-            if p.where == "layers":
-                self.logic.clearLayerCache()
-            self.startRun(p.filterKind if p.where == "layers" else "none", p.alpha,
-                          p.alphaLow if p.useAlphaLow else 0.0)
+            if self.logic.ensureDependencies():
+                self.startRun("none", 1.0, 0.0)  # the raw map; in-chain bands follow on demand
 
     def startRun(self, kind: str, alpha: float, alphaLow: float) -> None:
         p = self._parameterNode
         self.logic.start(self.inputVolumes(), p.groundTruth, modelPath=p.modelPath or None, device=p.device,
-                         rule=p.rule, target=p.target, where=p.where, filterKind=kind, alpha=alpha, alphaLow=alphaLow)
+                         rule=p.rule, target=p.target, where=p.where if kind != "none" else "output",
+                         filterKind=kind, alpha=alpha, alphaLow=alphaLow)
         self.ui.progressBar.value = 0
         self.ui.statusLabel.text = _("Running...")
-        self._timer.start()
+        self._timer.start(100)
         self.onParameterChanged()
 
     def onPoll(self) -> None:
@@ -257,45 +222,27 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.progressBar.value = int(100 * event.fraction)
             self.ui.statusLabel.text = f"{event.stage}: {event.message}"
         self.ui.timeLabel.text = f"{self.logic.job.elapsed:.1f} s"
-        if not self.logic.job.finished:
-            return
-        self._timer.stop()
-        with slicer.util.tryWithErrorDisplay(_("The computation failed."), waitCursor=True):
-            self.logic.finish()
-            self.ui.statusLabel.text = _("Done in {seconds:.1f} s.").format(seconds=self.logic.job.elapsed)
-            self.ui.progressBar.value = 100
-        self.onParameterChanged()
+        if self.logic.job.finished:
+            self._timer.stop()
+            with slicer.util.tryWithErrorDisplay(_("The computation failed."), waitCursor=True):
+                self.logic.finish()
+                self.ui.statusLabel.text = _("Done in {seconds:.1f} s.").format(seconds=self.logic.job.elapsed)
+                self.ui.progressBar.value = 100
+            self.onParameterChanged()
 
     def onCancel(self) -> None:
-        if self.logic and self.logic.job is not None and not self.logic.job.finished:
+        if self.logic and self.logic.running:
             self.logic.job.cancel()
             self.ui.statusLabel.text = _("Cancelled.")
 
     def onExportScores(self) -> None:
-        if self.logic.result is None:
+        if self.logic.live is None:
             return
         path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export scores"), "lrp_scores.csv",
                                               "CSV (*.csv)")
         if path:
             with slicer.util.tryWithErrorDisplay(_("Export failed.")):
-                slicer.util.saveNode(self.logic.result.table, path)
-
-
-@dataclass
-class ExplanationResult:
-    """What one run produced, with the caches the live slider works on (raw relevance, reference masks)."""
-
-    relevance: np.ndarray  # raw (6, D, H, W) on the ADC grid
-    geometry: object
-    masks: object  # metrics.ReferenceMasks of the inputs and ground truth
-    mask: np.ndarray
-    dice: Optional[float]
-    volumes: dict
-    heatmaps: dict = field(default_factory=dict)
-    segmentation: object = None
-    groundTruthSegmentation: object = None
-    table: object = None
-    outDir: Optional[Path] = None
+                slicer.util.saveNode(self.logic.live.table, path)
 
 
 class LRPSegmentationLogic(ScriptedLoadableModuleLogic):
@@ -303,57 +250,41 @@ class LRPSegmentationLogic(ScriptedLoadableModuleLogic):
 
         logic = slicer.util.getModuleLogic("LRPSegmentation")
         nodes = logic.loadSyntheticSample()                  # or logic.loadCaseFolder("/data/training_4")
-        result = logic.explain(nodes.volumes, nodes.ground_truth, device="cpu")   # blocking
-        rows = logic.applyFilter("pass", alpha=0.2)           # live filter: heatmaps + scores table
+        live = logic.explain(nodes.volumes, nodes.ground_truth, device="cpu")   # blocking; a LiveExplanation
+        rows = logic.applyFilter("pass", alpha=0.2)           # live filter: heatmaps + scores table rows
         logic.showViews(singleView=False, opacity=0.6)
+        live.heatmaps["Tmax"], live.table, live.dice          # the module's output nodes and the case's Dice
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.job = None
-        self.result = None
+        self.job = None  # the running or last ChildJob
+        self.live = None  # the LiveExplanation of the last result (LRPSegmentationLib.live)
         self._pending = None
-        self._layerCache = {}
         self._dependenciesChecked = False
 
     def getParameterNode(self):
         return LRPSegmentationParameterNode(super().getParameterNode())
 
-    # ---------------------------------------------------------------------------------------------- inputs
+    @property
+    def running(self) -> bool:
+        return self.job is not None and not self.job.finished
+
     def workFolder(self) -> Path:
-        """User-writable folder for runs and generated samples (never the install folder)."""
-        base = Path(slicer.app.cachePath) if hasattr(slicer, "app") else Path(tempfile.gettempdir())
-        folder = base / "LRPSegmentation"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        """User-writable folder for runs and generated samples (Slicer's cache; never the install folder)."""
+        return Path(slicer.app.cachePath) / "LRPSegmentation"
 
     def loadCaseFolder(self, folder):
-        """Load an ISLES (or flat ADC.nii.gz ...) case folder as six named volumes (+ OT labelmap)."""
+        """Load an ISLES (or flat ADC.nii.gz ...) case folder as six named volumes (+ OT labelmap): CaseNodes."""
         nodes = lrpscene.load_case_folder(slicer.mrmlScene, folder)
         slicer.util.setSliceViewerLayers(background=nodes.volumes["ADC"], fit=True)
         return nodes
 
     def loadSyntheticSample(self, seed: int = 2017):
-        """Generate (once, cached) and load a synthetic ISLES-like case."""
-        from LRPSegmentationLib.synthetic import generate_case, write_isles_case
-
-        root = self.workFolder() / "SampleData" / f"seed{seed}"
-        folder = root / "training_1"
-        if not folder.is_dir():
-            write_isles_case(generate_case(seed), root, 1)
-        return self.loadCaseFolder(folder)
-
-    def describeModel(self, path=None) -> str:
-        """One-line summary of a model file's metadata (needs no torch)."""
-        from LRPSegmentationLib import weights
-
-        path = Path(path) if path else weights.bundled_model_path()
-        info = weights.read_metadata(path)
-        config, metrics = info.config, info.metrics
-        dice = metrics.get("validation_dice", metrics.get("dice"))
-        return _("{name}: base width {width}, trained {created}{dice}").format(
-            name=path.name, width=config.get("base_width", "?"), created=info.created[:10],
-            dice="" if dice is None else _(", validation Dice {dice:.3f}").format(dice=float(dice)))
+        """Generate (once, in the work folder) and load a synthetic ISLES-like case: CaseNodes."""
+        nodes = lrpscene.load_synthetic_case(slicer.mrmlScene, self.workFolder() / "SampleData", seed)
+        slicer.util.setSliceViewerLayers(background=nodes.volumes["ADC"], fit=True)
+        return nodes
 
     def ensureDependencies(self, askUser: bool = True) -> bool:
         """torch through the PyTorch extension, other packages with pip (version floors), asking once."""
@@ -364,183 +295,103 @@ class LRPSegmentationLogic(ScriptedLoadableModuleLogic):
         except ModuleNotFoundError:
             raise RuntimeError(_("This module needs the PyTorch extension: install 'PyTorch' from the Extensions "
                                  "Manager and restart Slicer.")) from None
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        import importlib.util
-        missing = [spec for module, spec in PIP_REQUIREMENTS.items() if importlib.util.find_spec(module) is None]
-        if not torchLogic.torchInstalled() or missing:
-            message = _("LRPSegmentation needs PyTorch{extra}. Install now? (This can take several minutes.)").format(
-                extra="" if not missing else " " + _("and") + " " + ", ".join(missing))
-            if askUser and not slicer.util.confirmOkCancelDisplay(message):
-                return False
-            if not torchLogic.torchInstalled() and torchLogic.installTorch(
-                    askConfirmation=False, torchVersionRequirement=">=2.1") is None:
-                raise RuntimeError(_("PyTorch could not be installed; see the PyTorch Utils module."))
-            if missing:
-                slicer.util.pip_install(missing)
+        torchLogic, missing = PyTorchUtils.PyTorchUtilsLogic(), lrpjob.missing_requirements()
+        names = ", ".join((["PyTorch"] if not torchLogic.torchInstalled() else []) + missing)
+        if names and askUser and not slicer.util.confirmOkCancelDisplay(
+                _("LRPSegmentation needs {names}. Install now? (This can take minutes.)").format(names=names)):
+            return False
+        if not torchLogic.torchInstalled() and torchLogic.installTorch(
+                askConfirmation=False, torchVersionRequirement=">=2.1") is None:
+            raise RuntimeError(_("PyTorch could not be installed; see the PyTorch Utils module."))
+        if missing:
+            slicer.util.pip_install(missing)
         self._dependenciesChecked = True
         return True
 
-    # ------------------------------------------------------------------------------------------------- run
     def start(self, volumes: dict, groundTruth=None, *, modelPath=None, device="auto", rule="epsilon-zplus",
-              target="lesion-logits", where="output", filterKind="none", alpha=1.0, alphaLow=0.0) -> ChildJob:
-        """Write the inputs to a run folder and start ``lrpseg explain`` in a child PythonSlicer (non-blocking)."""
-        if self.job is not None and not self.job.finished:
+              target="lesion-logits", where="output", filterKind="none", alpha=1.0, alphaLow=0.0):
+        """Write the inputs to a new run folder and start ``lrpseg explain`` in a child process (non-blocking).
+
+        With ``where="layers"`` the filter band acts inside the chain (the result is cached per band); a final-map
+        filter is never sent to the child: :meth:`applyFilter` applies it live.
+        """
+        from LRPSegmentationLib.live import slider_filter
+
+        if self.running:
             raise RuntimeError(_("A computation is already running; cancel it first."))
-        run = Path(tempfile.mkdtemp(prefix="run-", dir=self.workFolder()))
-        lrpscene.write_case_folder(volumes, run / "case", groundTruth)
-        request = ExplainRequest(run / "case", run / "out", Path(modelPath) if modelPath else None, device, rule,
-                                 target, filterKind, alpha if filterKind != "none" else 1.0,
-                                 alphaLow if filterKind != "none" else 0.0, where)
-        python = shutil.which("PythonSlicer") or os.path.join(os.path.dirname(sys.executable), "PythonSlicer")
-        python = python if os.path.exists(python) else sys.executable
-        self.job = ChildJob(request.command(python), cwd=MODULE_DIR, env=child_environment(MODULE_DIR)).start()
-        self._pending = (request, volumes, groundTruth)
+        band = slider_filter(filterKind if where == "layers" else "none", alpha, alphaLow)
+        request = lrpjob.ExplainRequest.in_new_run_folder(
+            self.workFolder(), model=Path(modelPath) if modelPath else None, device=device, rule=rule,
+            target=target, filter=band.kind.value, alpha=band.high, alpha_low=band.low, where=where)
+        lrpscene.write_case_folder(volumes, request.case_dir, groundTruth)
+        self.job, self._pending = lrpjob.start_explain(request, MODULE_DIR), (request, dict(volumes))
         return self.job
 
-    def finish(self) -> ExplanationResult:
-        """Import a finished job's results on the main thread (raises with the child's message on failure)."""
-        request, volumes, groundTruth = self._pending
+    def finish(self):
+        """Import a finished job on the main thread: a new LiveExplanation, or an in-chain band for the current one."""
+        from LRPSegmentationLib.live import LiveExplanation
+
         if not self.job.succeeded:
             raise RuntimeError(self.job.error_message())
-        key = (request.filter, request.alpha_low, request.alpha)
-        if self.result is not None and request.where == "layers" and self.result.volumes == volumes:
-            self._layerCache[key] = self._readRelevance(request.out_dir)
-            return self.result
-        self.result = self.importResults(request.out_dir, request.case_dir, volumes, groundTruth)
-        if request.where == "layers":
-            self._layerCache[key] = self.result.relevance
-        return self.result
+        self.live = LiveExplanation.import_run(slicer.mrmlScene, *self._pending, current=self.live)
+        return self.live
 
     def explain(self, volumes: dict, groundTruth=None, timeout: float = 3600, onProgress=None, **options):
-        """Blocking run for the console and the self-test; same options as :meth:`start`."""
+        """Blocking :meth:`start` + wait + :meth:`finish` (console, self-test); returns the LiveExplanation."""
         self.start(volumes, groundTruth, **options).wait(timeout=timeout, on_progress=onProgress)
         return self.finish()
 
-    def _readRelevance(self, outDir: Path) -> np.ndarray:
-        from LRPSegmentationLib import caseio
-
-        return np.stack([caseio.read_volume(outDir / f"relevance_{m}.nii.gz")[0] for m in MODALITIES]).astype(
-            np.float32)
-
-    def importResults(self, outDir, caseDir, volumes: dict, groundTruth=None) -> ExplanationResult:
-        """Read a run's output folder into module-owned nodes: heatmaps, prediction, scores table."""
-        from LRPSegmentationLib import caseio, metrics
-
-        outDir, scene = Path(outDir), slicer.mrmlScene
-        case = caseio.load_case(caseDir)
-        relevance = self._readRelevance(outDir)
-        mask, geometry = caseio.read_volume(outDir / "prediction_mask.nii.gz")
-        if relevance.shape[1:] != case.geometry.shape:
-            raise RuntimeError(_("Relevance maps in {path} do not match the input grid.").format(path=outDir))
-        dice = None if case.ground_truth is None else lrpscene.dice(mask, case.ground_truth)
-        result = ExplanationResult(relevance=relevance, geometry=case.geometry,
-                                   masks=metrics.reference_masks(case.images, case.ground_truth),
-                                   mask=mask, dice=dice, volumes=dict(volumes), outDir=outDir)
-        reference = volumes["ADC"]
-        for channel, modality in enumerate(MODALITIES):
-            result.heatmaps[modality] = lrpscene.heatmap_node(scene, np.zeros_like(relevance[channel]), case.geometry,
-                                                              modality, reference=reference)
-        result.segmentation = lrpscene.segmentation_node(scene, mask, case.geometry, reference=reference)
-        if case.ground_truth is not None:
-            result.groundTruthSegmentation = lrpscene.segmentation_node(
-                scene, case.ground_truth, case.geometry, "ground_truth", name="Lesion (ground truth)",
-                color=(0.2, 0.9, 0.3), reference=reference)
-        self.result = result
-        self.applyFilter("none")
-        return result
-
-    # ------------------------------------------------------------------------------------------- live view
-    def _show(self, filtered, scores, window: float) -> list:
-        for channel, modality in enumerate(MODALITIES):
-            lrpscene.update_heatmap(self.result.heatmaps[modality], filtered.normalised[channel], half_width=window)
-        rows = []
-        for row in scores.to_rows():
-            values = {label: row[key] for key, label in SCORE_COLUMNS}
-            values["Retained"] = 1.0 - row["removed_fraction"]
-            values["Dice"] = self.result.dice
-            rows.append(values)
-        self.result.table = lrpscene.scores_table(slicer.mrmlScene, rows, reference=self.result.volumes["ADC"])
-        return rows
-
     def applyFilter(self, kind: str = "none", alpha: float = 1.0, alphaLow: float = 0.0) -> list:
-        """Filter the cached raw relevance on the final map, update heatmaps in place and the scores table."""
-        from LRPSegmentationLib.lrp.filters import AmplitudeFilter, filter_map
-        from LRPSegmentationLib.metrics import score_explanation
+        """Filter the final map live (heatmap voxels and table updated in place); returns the table rows."""
+        from LRPSegmentationLib.live import score_rows, slider_filter
 
-        if self.result is None:
+        if self.live is None:
             raise ValueError(_("No explanation yet: run the model first."))
-        filt = AmplitudeFilter() if kind == "none" else AmplitudeFilter(kind, min(alphaLow, alpha), alpha)
-        filtered = filter_map(self.result.relevance, filt)
-        return self._show(filtered, score_explanation(filtered, self.result.masks), max(filt.high, 1e-6))
+        return score_rows(self.live.apply(slider_filter(kind, alpha, alphaLow)), self.live.dice)
 
-    def clearLayerCache(self) -> None:
-        self._layerCache.clear()
+    def showLayerFiltered(self, kind: str, alpha: float, alphaLow: float = 0.0):
+        """Show the cached in-chain result of this band: its rows, or None when it must be computed first."""
+        from LRPSegmentationLib.live import score_rows, slider_filter
 
-    def showLayerFiltered(self, kind: str, alpha: float, alphaLow: float, onMissing=None):
-        """Show the in-chain filtered map for this band if cached; else ask ``onMissing`` to compute it."""
-        from LRPSegmentationLib.lrp.filters import filter_map
-        from LRPSegmentationLib.metrics import score_explanation
-
-        key = (kind, alphaLow if kind != "none" else 0.0, alpha if kind != "none" else 1.0)
-        relevance = self._layerCache.get(key)
-        if relevance is None:
-            if onMissing is not None and (self.job is None or self.job.finished):
-                onMissing(kind, alpha, alphaLow)
-            return None
-        filtered = filter_map(relevance, None)
-        return self._show(filtered, score_explanation(filtered, self.result.masks), 1.0)
+        scores = self.live.apply_layers(slider_filter(kind, alpha, alphaLow))
+        return None if scores is None else score_rows(scores, self.live.dice)
 
     def showViews(self, singleView: bool = False, modality: str = "ADC", opacity: float = 0.6,
                   showOutlines: bool = True) -> None:
         """The linked 2x3 layout (or one view of ``modality``) with each heatmap over its modality."""
-        if self.result is None:
-            return
-        scene = slicer.mrmlScene
-        if singleView:
-            lrpscene.show_single(scene, self.result.volumes[modality], self.result.heatmaps[modality], opacity)
-        else:
-            lrpscene.show_grid(scene, self.result.volumes, self.result.heatmaps, opacity)
-        for node in (self.result.segmentation, self.result.groundTruthSegmentation):
-            if node is not None and node.GetDisplayNode() is not None:
-                node.GetDisplayNode().SetVisibility(showOutlines)
+        if self.live is not None:
+            self.live.show(singleView, modality, opacity, showOutlines)
 
 
 class LRPSegmentationTest(ScriptedLoadableModuleTest):
-    def setUp(self):
-        slicer.mrmlScene.Clear()
-
     def runTest(self):
-        self.setUp()
-        self.test_LoadSyntheticCase()
-        self.setUp()
-        self.test_ExplainAndFilter()
+        for test in (self.test_LoadSyntheticCase, self.test_ExplainAndFilter):
+            slicer.mrmlScene.Clear()
+            test()
 
     def test_LoadSyntheticCase(self):
-        self.delayDisplay("Loading a synthetic case")
         nodes = LRPSegmentationLogic().loadSyntheticSample(seed=7)
         self.assertEqual(list(nodes.volumes), list(MODALITIES))
         self.assertIsNotNone(nodes.ground_truth)
         self.assertEqual(lrpscene.output_nodes(slicer.mrmlScene), [])
-        self.delayDisplay("Test passed")
+        self.delayDisplay("Synthetic case loaded")
 
     def test_ExplainAndFilter(self):
-        try:
-            import torch  # noqa: F401
-        except ModuleNotFoundError:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
             self.skipTest("PyTorch is not installed (install the PyTorch extension)")
-        self.delayDisplay("Running the bundled model on a synthetic case")
         logic = LRPSegmentationLogic()
         nodes = logic.loadSyntheticSample(seed=7)
-        result = logic.explain(nodes.volumes, nodes.ground_truth, device="cpu", timeout=1800)
-        self.assertEqual(set(result.heatmaps), set(MODALITIES))
-        self.assertIsNotNone(result.dice)
+        live = logic.explain(nodes.volumes, nodes.ground_truth, device="cpu", timeout=1800)
+        self.assertEqual(set(live.heatmaps), set(MODALITIES))
+        self.assertIsNotNone(live.dice)
         before = [row["D(LRP,x)"] for row in logic.applyFilter("none")]
         after = logic.applyFilter("pass", alpha=0.1)
-        heatmap = slicer.util.arrayFromVolume(result.heatmaps["ADC"])
-        self.assertLessEqual(float(np.abs(heatmap).max()), 0.1 + 1e-6)
+        self.assertLessEqual(float(abs(slicer.util.arrayFromVolume(live.heatmaps["ADC"])).max()), 0.1 + 1e-6)
         self.assertEqual(len(after), len(MODALITIES) + 1)
         self.assertNotEqual(before, [row["D(LRP,x)"] for row in after])
         rerun = logic.explain(nodes.volumes, nodes.ground_truth, device="cpu", timeout=1800)
-        self.assertIs(rerun.heatmaps["ADC"], result.heatmaps["ADC"])  # outputs reused, never duplicated
+        self.assertIs(rerun.heatmaps["ADC"], live.heatmaps["ADC"])  # outputs reused, never duplicated
         logic.showViews(singleView=True, modality="Tmax", opacity=0.5)
         self.delayDisplay("Test passed")

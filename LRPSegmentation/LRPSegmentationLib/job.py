@@ -10,13 +10,19 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import subprocess
+import tempfile
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+PIP_REQUIREMENTS = {"safetensors": "safetensors>=0.4", "tqdm": "tqdm>=4.60", "SimpleITK": "SimpleITK>=2.2",
+                    "scipy": "scipy>=1.10"}
+"""Pure-Python packages the child needs besides torch (import name -> pip requirement with a version floor)."""
 
 FILTER_KINDS = ("none", "pass", "clamp")
 WHERE_CHOICES = ("output", "layers")
@@ -62,6 +68,13 @@ class ExplainRequest:
     def command(self, python: str | None = None) -> list[str]:
         """Full command line running the CLI module with ``python`` (default: this interpreter)."""
         return [python or sys.executable, "-m", "LRPSegmentationLib.cli", *self.arguments()]
+
+    @classmethod
+    def in_new_run_folder(cls, work_folder: Path | str, **options) -> ExplainRequest:
+        """A request whose ``case_dir`` and ``out_dir`` are ``case`` and ``out`` in a new ``run-*`` folder."""
+        Path(work_folder).mkdir(parents=True, exist_ok=True)
+        run = Path(tempfile.mkdtemp(prefix="run-", dir=work_folder))
+        return cls(run / "case", run / "out", **options)
 
 
 @dataclass(frozen=True)
@@ -193,6 +206,42 @@ class ChildJob:
             if on_progress is not None:
                 on_progress(event)
         return self.succeeded
+
+
+def missing_requirements(requirements: Mapping[str, str] = PIP_REQUIREMENTS) -> list[str]:
+    """The pip requirements of ``requirements`` whose module cannot be imported here (torch is not among them:
+    in Slicer it comes from the PyTorch extension)."""
+    import importlib.util
+
+    return [spec for module, spec in requirements.items() if importlib.util.find_spec(module) is None]
+
+
+def model_summary(path: Path | str | None = None) -> str:
+    """One line about a model file from its metadata (default: the bundled model); reads no weights, needs no torch."""
+    from . import weights
+
+    path = Path(path) if path else weights.bundled_model_path()
+    info = weights.read_metadata(path)
+    dice = info.metrics.get("validation_dice", info.metrics.get("dice"))
+    text = f"{path.name}: base width {info.config.get('base_width', '?')}, trained {info.created[:10]}"
+    return text if dice is None else f"{text}, validation Dice {float(dice):.3f}"
+
+
+def python_executable() -> str:
+    """The interpreter for child jobs: Slicer's ``PythonSlicer`` when found (next to this one or on PATH), else this one."""
+    candidates = [Path(sys.executable).with_name(name) for name in ("PythonSlicer", "PythonSlicer.exe")]
+    found = shutil.which("PythonSlicer")
+    for candidate in [*candidates, *([Path(found)] if found else [])]:
+        if candidate.is_file():
+            return str(candidate)
+    return sys.executable
+
+
+def start_explain(request: ExplainRequest, library_parent: Path | str, python: str | None = None) -> ChildJob:
+    """Start ``lrpseg explain`` for ``request`` in a child process that imports LRPSegmentationLib from
+    ``library_parent`` (the Slicer module folder); non-blocking: poll or wait on the returned job."""
+    command = request.command(python or python_executable())
+    return ChildJob(command, cwd=library_parent, env=child_environment(library_parent)).start()
 
 
 def child_environment(library_parent: Path | str, base: Mapping[str, str] | None = None) -> dict[str, str]:

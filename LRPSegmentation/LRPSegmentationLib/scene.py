@@ -255,6 +255,16 @@ def load_case_folder(scene, folder: Path | str) -> CaseNodes:
     return add_case(scene, caseio.load_case(folder))
 
 
+def load_synthetic_case(scene, root: Path | str, seed: int = 2017) -> CaseNodes:
+    """Generate a synthetic ISLES-like case into ``root/seed<seed>/training_1`` (once) and add it to the scene."""
+    from .synthetic import generate_case, write_isles_case
+
+    folder = Path(root) / f"seed{seed}"
+    if not (folder / "training_1").is_dir():
+        write_isles_case(generate_case(seed), folder, 1)
+    return load_case_folder(scene, folder / "training_1")
+
+
 def mask_from_node(node, reference=None) -> np.ndarray:
     """A uint8 0/1 (D, H, W) mask from a labelmap/scalar volume node (nonzero = 1) or a segmentation node.
 
@@ -576,6 +586,32 @@ def scores_table(scene, rows: Sequence[Mapping[str, Any]], role: str = "scores",
     return node
 
 
+def update_table_values(node, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Overwrite the values of a table made by :func:`scores_table` with rows of the same columns (slider path).
+
+    No column or row is added, renamed or re-typed (raises SceneError when ``rows`` do not fit); one Modified
+    event per column plus one for the node.
+    """
+    table = node.GetTable()
+    if table.GetNumberOfRows() != len(rows):
+        raise SceneError(f"Table {node.GetName()!r} has {table.GetNumberOfRows()} rows, not {len(rows)}.")
+    for i in range(table.GetNumberOfColumns()):
+        array = table.GetColumn(i)
+        column, text = array.GetName(), array.IsA("vtkStringArray")
+        for r, row in enumerate(rows):
+            if column not in row:
+                raise SceneError(f"Row {r} has no value for column {column!r} of table {node.GetName()!r}.")
+            value = row[column]
+            if text:
+                array.SetValue(r, "" if value is None else str(value))
+            else:
+                number = float("nan") if value is None else float(value)
+                array.SetValue(r, number if math.isfinite(number) else float("nan"))
+        array.Modified()
+    table.Modified()
+    node.Modified()
+
+
 def table_rows(node) -> list[dict[str, Any]]:
     """The rows of a table node as dicts (numbers as float, text as str)."""
     table = node.GetTable()
@@ -587,6 +623,88 @@ def table_rows(node) -> list[dict[str, Any]]:
             row[array.GetName()] = array.GetValue(r) if array.IsA("vtkStringArray") else float(array.GetValue(r))
         rows.append(row)
     return rows
+
+
+# ------------------------------------------------------------------------------------------------- headless
+
+@dataclass
+class HeadlessScene:
+    """A scene with the logics the Slicer application sets up (colours, layouts, subject hierarchy, segmentations)
+    but no Qt and no OpenGL: for console scripts, benchmarks, screenshots and tests. Keep it alive while in use
+    (it holds the logics), and use :meth:`slice_logic` to blend a slice view into pixels."""
+
+    scene: Any
+    app: Any
+    layout: Any
+    hierarchy: Any
+    segmentations: Any
+    slice_logics: dict[str, Any] = field(default_factory=dict)
+
+    def slice_logic(self, view_name: str, width: int, height: int, fit: bool = True):
+        """A ``vtkMRMLSliceLogic`` on the slice node of ``view_name`` at ``width`` x ``height`` pixels (created once)."""
+        logic = self.slice_logics.get(view_name)
+        if logic is None:
+            slice_node = None
+            for index in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+                node = self.scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
+                if node.GetLayoutName() == view_name:
+                    slice_node = node
+            if slice_node is None:
+                raise SceneError(f"No slice view named {view_name!r}: show a layout with that view first.")
+            logic = slicer.vtkMRMLSliceLogic()
+            logic.SetMRMLApplicationLogic(self.app)
+            logic.SetMRMLScene(self.scene)
+            logic.SetSliceNode(slice_node)
+            self.slice_logics[view_name] = logic
+        logic.GetSliceNode().SetDimensions(int(width), int(height), 1)
+        if fit:
+            logic.FitSliceToBackground(int(width), int(height))
+        return logic
+
+
+def headless_scene() -> HeadlessScene:
+    """A new scene set up as in Slicer (also made ``slicer.mrmlScene``), without the application."""
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    app = slicer.vtkSlicerApplicationLogic()
+    app.SetMRMLScene(scene)
+    colors = app.GetColorLogic()
+    colors.SetMRMLScene(scene)
+    colors.AddDefaultColorNodes()
+    app.SetModuleLogic("Colors", colors)
+    layout = slicer.vtkMRMLLayoutLogic()
+    layout.SetMRMLScene(scene)
+    hierarchy = slicer.vtkSlicerSubjectHierarchyModuleLogic()
+    hierarchy.SetMRMLScene(scene)
+    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()  # registers the segment representations
+    segmentations.SetMRMLScene(scene)
+    return HeadlessScene(scene, app, layout, hierarchy, segmentations)
+
+
+def blend_view(logic) -> np.ndarray:
+    """The RGBA pixels (height, width, 4) uint8 a slice view shows (layers blended); row 0 is the bottom row."""
+    producer = logic.GetImageDataConnection().GetProducer()
+    producer.Update()
+    image = producer.GetOutputDataObject(0)
+    width, height, _ = image.GetDimensions()
+    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1).copy()
+
+
+def view_voxels(logic, volume) -> tuple[np.ndarray, np.ndarray]:
+    """For each pixel (row 0 = bottom) of a slice view: the nearest (k, j, i) voxel of ``volume``, and inside-ness."""
+    slice_node = logic.GetSliceNode()
+    width, height, _ = slice_node.GetDimensions()
+    ras_to_ijk = vtk.vtkMatrix4x4()
+    volume.GetRASToIJKMatrix(ras_to_ijk)
+    xy_to_ijk = vtk.vtkMatrix4x4()
+    vtk.vtkMatrix4x4.Multiply4x4(ras_to_ijk, slice_node.GetXYToRAS(), xy_to_ijk)
+    matrix = np.array([[xy_to_ijk.GetElement(r, c) for c in range(4)] for r in range(4)])
+    y, x = np.mgrid[0:height, 0:width]
+    points = np.stack([x, y, np.zeros_like(x), np.ones_like(x)], axis=-1).astype(float) @ matrix.T
+    kji = np.rint(points[..., 2::-1]).astype(int)
+    shape = np.array(array_from_node(volume).shape)
+    inside = np.all((kji >= 0) & (kji < shape), axis=-1)
+    return np.clip(kji, 0, shape - 1), inside
 
 
 # ---------------------------------------------------------------------------------------------------- saving

@@ -75,3 +75,25 @@ def test_job_cancel_stops_the_child(tmp_path):
     job.cancel()
     assert not job.wait(timeout=20)
     assert job.cancelled and job.error_message() == "Cancelled." and job.elapsed < 30
+
+
+def test_new_run_folder_request_and_child_start(tmp_path):
+    from LRPSegmentationLib.job import ExplainRequest, python_executable, start_explain
+
+    first = ExplainRequest.in_new_run_folder(tmp_path / "work", device="cpu", filter="pass", alpha=0.3)
+    second = ExplainRequest.in_new_run_folder(tmp_path / "work")
+    assert first.case_dir.parent != second.case_dir.parent and first.case_dir.parent.is_dir()
+    assert (first.case_dir.name, first.out_dir.name, first.alpha, first.device) == ("case", "out", 0.3, "cpu")
+    assert Path(python_executable()).is_file()
+    job = start_explain(first, Path(__file__).resolve().parents[2], python=sys.executable)
+    assert not job.wait(timeout=120)  # the case folder is empty: the child fails with a one-line reason
+    assert job.returncode != 0 and str(first.case_dir) in job.error_message()
+
+
+def test_missing_requirements_and_model_summary(tmp_path):
+    from LRPSegmentationLib.job import missing_requirements, model_summary
+
+    assert missing_requirements({"json": "json", "no_such_module_xyz": "no-such-module-xyz>=1"}) == [
+        "no-such-module-xyz>=1"]
+    with pytest.raises(ValueError, match="nothing.safetensors"):
+        model_summary(tmp_path / "nothing.safetensors")

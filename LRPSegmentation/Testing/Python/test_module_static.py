@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import fnmatch
 import json
 import re
 import struct
@@ -23,18 +22,20 @@ LIGHT_IMPORTS = {"slicer", "vtk", "qt", "ctk", "numpy", "SimpleITK", "scipy", "L
                  "__future__"}
 
 
-def cmake_lists() -> tuple[list[str], list[str]]:
-    """(listed files, glob patterns) of the module CMakeLists.txt, relative to the module folder."""
+def cmake_lists() -> list[str]:
+    """The files listed in the module CMakeLists.txt, relative to the module folder (explicit names only)."""
     text = re.sub(r"#[^\n]*", "", (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8"))
+    assert not re.search(r"file\(\s*GLOB", text, re.I), "list every shipped file by name, no file(GLOB ...)"
     listed: list[str] = []
     for name in ("MODULE_PYTHON_SCRIPTS", "MODULE_PYTHON_RESOURCES"):
         block = re.search(rf"set\(\s*{name}\s+(.*?)\)", text, re.S)
         assert block, f"{name} is not set in LRPSegmentation/CMakeLists.txt"
-        listed += [token for token in block.group(1).split() if not token.startswith("${")]
-    globs = re.findall(r"file\(\s*GLOB\s+\w+\s+RELATIVE\s+\S+\s+([^)]*)\)", text)
-    patterns = [p for group in globs for p in group.split()]
+        tokens = block.group(1).split()
+        assert not [t for t in tokens if "${" in t or "*" in t], f"{name}: only explicit file names, please"
+        listed += tokens
     assert "WITH_GENERIC_TESTS" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
-    return listed, patterns
+    assert "SCRIPTS ${MODULE_PYTHON_SCRIPTS}" in text and "RESOURCES ${MODULE_PYTHON_RESOURCES}" in text
+    return listed
 
 
 def shipped_files() -> list[str]:
@@ -50,18 +51,30 @@ def shipped_files() -> list[str]:
 
 
 def test_every_module_file_is_listed_in_cmake():
-    listed, patterns = cmake_lists()
-    unlisted = [f for f in shipped_files() if f not in listed and not any(fnmatch.fnmatch(f, p) for p in patterns)]
+    unlisted = sorted(set(shipped_files()) - set(cmake_lists()))
     assert not unlisted, f"add these to LRPSegmentation/CMakeLists.txt: {unlisted}"
 
 
 def test_every_listed_file_exists_once():
-    listed, _ = cmake_lists()
+    listed = cmake_lists()
     missing = [f for f in listed if not (MODULE_DIR / f).is_file()]
-    assert not missing, f"listed in CMake but missing: {missing}"
+    assert not missing, f"listed in CMake but missing (the configure step would fail): {missing}"
     assert len(listed) == len(set(listed))
-    assert "LRPSegmentation.py" in listed and "Resources/UI/LRPSegmentation.ui" in listed
+    for required in ("LRPSegmentation.py", "Resources/UI/LRPSegmentation.ui", "LRPSegmentationLib/live.py",
+                     "Resources/Models/lrpseg-synthetic-b8.safetensors", "Resources/Models/MODEL_CARD.md"):
+        assert required in listed, required
     assert [f for f in listed if f.endswith(".py") and "/" not in f] == ["LRPSegmentation.py"]  # one Slicer module
+    scripts = [f for f in listed if f.endswith(".py")]
+    assert all(f == "LRPSegmentation.py" or f.startswith("LRPSegmentationLib/") for f in scripts)
+
+
+def test_module_file_stays_a_thin_layer():
+    """Numerics and MRML work live in LRPSegmentationLib: the module file has no numpy and no vtk node building."""
+    text = MODULE_FILE.read_text(encoding="utf-8")
+    assert "numpy" not in text and "np." not in text
+    assert "AddNewNodeByClass" not in text and "vtkMatrix4x4" not in text
+    for call in ("LiveExplanation.import_run", "lrpjob.start_explain", "lrpscene.write_case_folder"):
+        assert call in text, call
 
 
 def module_tree() -> ast.Module:

@@ -1,0 +1,198 @@
+"""The live view (LRPSegmentationLib.live) on a real slicer-core scene with a real (tiny, random) model's relevance."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core is needed for the MRML tests")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("the installed 'slicer' package has no MRML (install slicer-core)", allow_module_level=True)
+
+import torch  # noqa: E402
+
+from test_scene import blended, make_scene, pixel_voxels, slice_logic  # noqa: E402
+
+from LRPSegmentationLib import scene as sc  # noqa: E402
+from LRPSegmentationLib.caseio import Case  # noqa: E402
+from LRPSegmentationLib.cli import main as cli_main  # noqa: E402
+from LRPSegmentationLib.explain import ExplainSettings, explain_case  # noqa: E402
+from LRPSegmentationLib.live import LiveError, LiveExplanation, band_key, score_rows  # noqa: E402
+from LRPSegmentationLib.lrp.filters import AmplitudeFilter, filter_map  # noqa: E402
+from LRPSegmentationLib.lrp.targets import Target  # noqa: E402
+from LRPSegmentationLib.metrics import EmptyMaskWarning, score_explanation  # noqa: E402
+from LRPSegmentationLib.modalities import MODALITIES  # noqa: E402
+from LRPSegmentationLib.model import UNet3D, UNetConfig  # noqa: E402
+from LRPSegmentationLib.preprocess import PreprocessSpec  # noqa: E402
+from LRPSegmentationLib.weights import ModelInfo, load_model, save_model  # noqa: E402
+
+FILTERS = [AmplitudeFilter(), AmplitudeFilter.pass_band(0.3), AmplitudeFilter.clamp_band(0.05, 0.5)]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(5)
+    model = UNet3D(UNetConfig(base_width=2)).eval()
+    info = ModelInfo(config=model.config.to_dict(), preprocess=PreprocessSpec(size=(8, 16, 16)).to_dict())
+    return save_model(model, info, tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def explanation(synthetic_case, model_file):
+    case = Case("synthetic_7", synthetic_case.images, synthetic_case.geometry, synthetic_case.ground_truth)
+    return explain_case(case, load_model(model_file), ExplainSettings(target=Target("probability")), "cpu")
+
+
+@pytest.fixture
+def mrml():
+    return make_scene()
+
+
+@pytest.fixture
+def live(mrml, explanation):
+    nodes = sc.add_case(mrml.scene, explanation.case)
+    result = LiveExplanation.from_explanation(mrml.scene, explanation, nodes.volumes)
+    result.case_nodes = nodes
+    return result
+
+
+def expected_rows(explanation, filt, dice):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmptyMaskWarning)
+        scores = score_explanation(filter_map(explanation.relevance, filt), explanation.case.images,
+                                   explanation.case.ground_truth)
+    return score_rows(scores, dice)
+
+
+def assert_rows_equal(actual, expected):
+    assert len(actual) == len(expected) == len(MODALITIES) + 1
+    for got, want in zip(actual, expected):
+        assert set(got) == set(want)
+        for key, value in want.items():
+            if isinstance(value, str):
+                assert got[key] == value
+            elif value is None or not math.isfinite(value):
+                assert math.isnan(got[key]), key
+            else:
+                assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+def test_relevance_is_real_and_nonzero(explanation):
+    assert explanation.relevance.shape == (6, *explanation.case.geometry.shape)
+    assert np.all(np.abs(explanation.relevance).reshape(6, -1).max(axis=1) > 0)
+
+
+@pytest.mark.parametrize("filt", FILTERS, ids=lambda f: f.label)
+def test_apply_writes_the_filtered_map_and_its_scores(live, explanation, filt):
+    live.apply(AmplitudeFilter.pass_band(0.1, 0.9))  # a different filter first: apply reuses its buffers
+    scores = live.apply(filt)
+    expected = filter_map(explanation.relevance, filt)
+    for channel, modality in enumerate(MODALITIES):
+        np.testing.assert_array_equal(sc.array_from_node(live.heatmaps[modality]), expected.normalised[channel])
+        window = live.heatmaps[modality].GetDisplayNode()
+        assert window.GetWindow() == pytest.approx(2 * max(filt.high, 1e-3))
+        assert not window.GetAutoWindowLevel()
+    assert scores.filter == filt.label and live.filter == filt and live.where == "output"
+    assert live.dice == pytest.approx(explanation.prediction.dice)
+    assert_rows_equal(sc.table_rows(live.table), expected_rows(explanation, filt, live.dice))
+    assert live.timing.total > 0 and live.timing.step("scores") > 0 and live.timing.total_cpu >= 0
+
+
+def test_overlay_pixels_follow_a_filter_change(mrml, live):
+    live.show(single_view=False, opacity=0.0)
+    assert mrml.layout.GetLayoutNode().GetViewArrangement() == sc.GRID_LAYOUT_ID
+    logic = slice_logic(mrml, "LRPTmax", 40, 40)
+    k = int(np.argmax(live.references.ground_truth.sum(axis=(1, 2))))  # the slice with most lesion
+    centre = sc.ijk_to_ras(live.geometry) @ np.array([0.0, 0.0, k, 1.0])
+    logic.GetSliceNode().JumpSliceByOffsetting(*centre[:3])  # through voxel centres: no ambiguous pixels
+    assert logic.GetSliceCompositeNode().GetForegroundVolumeID() == live.heatmaps["Tmax"].GetID()
+    assert logic.GetSliceCompositeNode().GetBackgroundVolumeID() == live.backgrounds["Tmax"].GetID()
+    anatomy = blended(logic)[..., :3].astype(int)
+
+    live.apply(None)
+    sc.set_foreground_opacity(mrml.scene, 1.0)
+    before = blended(logic)[..., :3].astype(int)
+    voxels, clear = pixel_voxels(logic, live.heatmaps["Tmax"])
+    index = tuple(voxels[..., a] for a in range(3))
+    shown_before = sc.array_from_node(live.heatmaps["Tmax"])[index].copy()
+
+    band = AmplitudeFilter.pass_band(0.1, 1.0)  # same window [-1, 1]: kept voxels keep their colour
+    live.apply(band)
+    after = blended(logic)[..., :3].astype(int)
+    shown_after = sc.array_from_node(live.heatmaps["Tmax"])[index]
+    dropped = clear & (shown_after == 0) & (np.abs(shown_before) > 0.05)  # was coloured (outside neutral band)
+    kept = clear & (shown_after != 0)
+    assert dropped.sum() >= 5 and kept.sum() >= 5, (dropped.sum(), kept.sum())
+    assert np.all(np.abs(after[dropped] - anatomy[dropped]) <= 1)  # filtered away: the anatomy shows
+    assert np.all(np.abs(before[dropped] - anatomy[dropped]).max(axis=-1) > 1)  # it was coloured before
+    assert np.all(np.abs(after[kept] - before[kept]) <= 1)
+    sc.set_foreground_opacity(mrml.scene, 0.0)
+    np.testing.assert_array_equal(blended(logic)[..., :3], anatomy)  # at opacity 0 no filter shows
+
+
+def test_user_nodes_untouched_and_outputs_reused(mrml, live, explanation):
+    inputs = {m: sc.array_from_node(n).copy() for m, n in live.case_nodes.volumes.items()}
+    names = {m: n.GetName() for m, n in live.case_nodes.volumes.items()}
+    for filt in FILTERS:
+        live.apply(filt)
+    live.show(single_view=True, modality="rCBF", opacity=0.4, outlines=False)
+    assert not live.segmentation.GetDisplayNode().GetVisibility()
+    again = LiveExplanation.from_explanation(mrml.scene, explanation, live.case_nodes.volumes)
+    for modality, node in live.case_nodes.volumes.items():
+        np.testing.assert_array_equal(sc.array_from_node(node), inputs[modality])
+        assert node.GetName() == names[modality] and node.GetAttribute(sc.OUTPUT_ATTRIBUTE) is None
+    assert again.heatmaps["ADC"] is live.heatmaps["ADC"] and again.table is live.table
+    assert again.segmentation is live.segmentation
+    roles = [n.GetAttribute(sc.OUTPUT_ATTRIBUTE) for n in sc.output_nodes(mrml.scene)]
+    assert len(roles) == len(set(roles)) == 6 + 2 + 1 + 1  # heatmaps, outlines, table, colour table
+
+
+def test_layer_results_are_cached_per_band(live, explanation):
+    band = AmplitudeFilter.pass_band(0.2)
+    assert not live.has_layer_result(band) and live.apply_layers(band) is None
+    assert live.has_layer_result(None)  # the unfiltered chain is the map itself
+    chained = explanation.relevance * np.linspace(0.5, 1.5, explanation.relevance.shape[-1], dtype=np.float32)
+    live.add_layer_result(AmplitudeFilter.pass_band(0.2000001), chained)
+    assert live.has_layer_result(band) and live.layer_bands == (band_key(band),)
+    scores = live.apply_layers(band)
+    expected = filter_map(chained, None)
+    np.testing.assert_array_equal(sc.array_from_node(live.heatmaps["MTT"]), expected.normalised[1])
+    assert live.where == "layers" and scores.filter == "none"
+    reference = score_explanation(expected, explanation.case.images, explanation.case.ground_truth)
+    assert_rows_equal(sc.table_rows(live.table), score_rows(reference, live.dice))
+    live.max_layer_results = 2
+    for high in (0.3, 0.4):
+        live.add_layer_result(AmplitudeFilter.pass_band(high), chained)
+    assert not live.has_layer_result(band) and len(live.layer_bands) == 2  # oldest dropped
+    live.apply(None)  # back to the live path after showing a cached (read-only) map
+    np.testing.assert_array_equal(sc.array_from_node(live.heatmaps["MTT"]),
+                                  filter_map(explanation.relevance, None).normalised[1])
+    live.clear_layer_results()
+    assert live.layer_bands == ()
+
+
+def test_from_run_folder_reads_the_cli_outputs(mrml, synthetic_case_dir, model_file, tmp_path):
+    out = tmp_path / "out"
+    assert cli_main(["explain", str(synthetic_case_dir), "--model", str(model_file), "--out", str(out),
+                     "--target", "probability", "--device", "cpu", "--progress", "none"]) == 0
+    nodes = sc.load_case_folder(mrml.scene, synthetic_case_dir)
+    live = LiveExplanation.from_run_folder(mrml.scene, out, synthetic_case_dir, nodes.volumes)
+    clamp = AmplitudeFilter.clamp_band(0.2)
+    live.apply(clamp)
+    assert float(np.abs(sc.array_from_node(live.heatmaps["TTP"])).max()) <= 0.2 + 1e-6
+    assert live.dice is not None and live.segmentation is not None and live.ground_truth_segmentation is not None
+    with pytest.raises(LiveError, match="relevance_ADC"):
+        LiveExplanation.from_run_folder(mrml.scene, tmp_path, synthetic_case_dir)
+
+
+def test_bad_shapes_are_rejected(mrml, explanation):
+    case = explanation.case
+    with pytest.raises(LiveError, match="relevance has shape"):
+        LiveExplanation(mrml.scene, explanation.relevance[:5], case.images, case.geometry)
+    live = LiveExplanation(mrml.scene, explanation.relevance, case.images, case.geometry)
+    assert live.dice is None and live.segmentation is None
+    with pytest.raises(LiveError, match="does not match"):
+        live.add_layer_result("pass:0.2", explanation.relevance[:, :2])

@@ -1,0 +1,135 @@
+"""Make docs/screenshot.png (and docs/screenshot-clamp.png) from a real run: Slicer's own slice-view blending.
+
+Run: ``python docs/make_screenshot.py [--seed N] [--out-dir docs]``. A synthetic ISLES-like case
+(19x192x192) is generated, added to a headless slicer-core scene, explained with ``explain_case`` (the bundled
+model; a seeded random U-Net only when the bundled file does not exist yet, and the figure then says so), shown
+with ``LiveExplanation`` in the module's linked 2x3 layout, and each of the six slice views is blended by
+``vtkMRMLSliceLogic`` (modality background + heatmap foreground at the module's default opacity; no OpenGL).
+Prediction (yellow) and ground-truth (green) outlines are drawn from the same view-to-voxel mapping. The first
+image shows the unfiltered map, the second the same run under a clamp filter, applied live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHAPE = (19, 192, 192)
+VIEW_PIXELS = 300
+
+
+def explain(seed: int, model: str | None = None):
+    import torch
+
+    from LRPSegmentationLib import weights
+    from LRPSegmentationLib.caseio import Case
+    from LRPSegmentationLib.explain import ExplainSettings, explain_case
+    from LRPSegmentationLib.model import UNet3D, UNetConfig
+    from LRPSegmentationLib.preprocess import PreprocessSpec
+    from LRPSegmentationLib.synthetic import generate_case
+
+    synthetic = generate_case(seed, shape=SHAPE)
+    case = Case(f"synthetic_{seed}", synthetic.images, synthetic.geometry, synthetic.ground_truth)
+    path = Path(model) if model else weights.bundled_model_path()
+    if path.is_file():
+        loaded, label = weights.load_model(path), f"{'model' if model else 'bundled model'} {path.name}"
+    else:
+        torch.manual_seed(seed)
+        net = UNet3D(UNetConfig(base_width=8)).eval()
+        info = weights.ModelInfo(config=net.config.to_dict(), preprocess=PreprocessSpec(size=SHAPE).to_dict())
+        loaded, label = weights.LoadedModel(net, info, path, "random"), "UNTRAINED random U-Net (no bundled model yet)"
+    return explain_case(case, loaded, ExplainSettings(), "cpu"), label
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """Pixels of a 2D boolean mask that touch a pixel outside it (4-neighbourhood)."""
+    padded = np.pad(mask, 1, mode="edge")
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~inner
+
+
+def render_views(headless, live, slice_index: int) -> list[np.ndarray]:
+    """RGB (rows top-down) of the six grid views at the axial slice ``slice_index``, with outlines."""
+    from LRPSegmentationLib import scene as sc
+
+    masks = [(live.segmentation, np.array([255, 230, 30])), (live.ground_truth_segmentation, np.array([60, 230, 80]))]
+    prediction = None if live.segmentation is None else sc.segmentation_mask(live.segmentation, live.reference)
+    truth = live.references.ground_truth
+    centre = sc.ijk_to_ras(live.geometry) @ np.array([0.0, 0.0, slice_index, 1.0])
+    views = []
+    for view in sc.GRID_VIEW_NAMES:
+        logic = headless.slice_logic(view, VIEW_PIXELS, VIEW_PIXELS)
+        logic.GetSliceNode().JumpSliceByOffsetting(*centre[:3])
+        rgb = sc.blend_view(logic)[..., :3].copy()
+        kji, inside = sc.view_voxels(logic, live.heatmaps["ADC"])
+        index = tuple(kji[..., a] for a in range(3))
+        for mask, (node, colour) in zip((prediction, truth), masks):
+            if mask is not None and node is not None:
+                rgb[outline((mask[index] != 0) & inside)] = colour
+        views.append(rgb[::-1])  # VTK row 0 is the bottom row
+    return views
+
+
+def save_figure(path: Path, views, live, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from LRPSegmentationLib.modalities import MODALITIES
+
+    rows = {row["Modality"]: row for row in live.rows}
+    figure, axes = plt.subplots(2, 3, figsize=(10.5, 7.9), dpi=100)
+    for axis, modality, rgb in zip(axes.flat, MODALITIES, views):
+        axis.imshow(rgb, interpolation="nearest")
+        row = rows[modality]
+        axis.set_title(f"{modality}\nD(LRP,x) {row['D(LRP,x)']:.2f}   D(LRP,y_OT) {row['D(LRP,y_OT)']:.2f}   "
+                       f"|share| {row['|Share|']:.2f}", fontsize=9)
+        axis.set_axis_off()
+    figure.suptitle(title, fontsize=10)
+    figure.text(0.5, 0.01, "Slicer slice views (vtkMRMLSliceLogic blending): modality + LRP heatmap, red positive, "
+                "blue negative, near-zero transparent; outlines: yellow prediction, green ground truth",
+                ha="center", fontsize=8)
+    figure.subplots_adjust(left=0.01, right=0.99, top=0.89, bottom=0.04, wspace=0.03, hspace=0.16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=2017)
+    parser.add_argument("--model", help="a model file instead of the bundled model")
+    parser.add_argument("--out-dir", type=Path, default=HERE)
+    parser.add_argument("--clamp", type=float, default=0.1, help="alpha of the clamp filter of the second image")
+    args = parser.parse_args()
+
+    from LRPSegmentationLib import scene as sc
+    from LRPSegmentationLib.live import LiveExplanation, slider_filter
+
+    started = time.perf_counter()
+    explanation, label = explain(args.seed, args.model)
+    print(f"explained with the {label} in {time.perf_counter() - started:.1f} s")
+    headless = sc.headless_scene()
+    nodes = sc.add_case(headless.scene, explanation.case)
+    live = LiveExplanation.from_explanation(headless.scene, explanation, nodes.volumes)
+    live.show(opacity=0.6)
+    truth = live.references.ground_truth
+    slice_index = int(np.argmax(truth.reshape(truth.shape[0], -1).sum(axis=1)))
+    dice = "-" if live.dice is None else f"{live.dice:.2f}"
+    common = f"{explanation.case.case_id}, {label}, Dice {dice}, slice {slice_index}"
+    for filt, name in ((slider_filter(), "screenshot.png"),
+                       (slider_filter("clamp", args.clamp), "screenshot-clamp.png")):
+        live.apply(filt)
+        path = save_figure(args.out_dir / name, render_views(headless, live, slice_index), live,
+                           f"LRP Segmentation: {common}; filter {filt.label} on the final map")
+        print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    main()
