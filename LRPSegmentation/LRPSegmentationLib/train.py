@@ -54,7 +54,7 @@ PRESETS: dict[str, TrainConfig] = {
     # The paper: series grid, 80 epochs, batch 1, Adam 2e-4 (0.5, 0.9), cross-entropy, no augmentation.
     "paper": TrainConfig(),
     # Small, fast and robust: what the bundled model uses.
-    "small": TrainConfig(epochs=10, base_width=8, loss=LossKind.DICE_CROSS_ENTROPY, augment=True,
+    "small": TrainConfig(epochs=25, base_width=8, loss=LossKind.DICE_CROSS_ENTROPY, augment=True,
                          validation_fraction=0.2, learning_rate=1e-3, betas=(0.9, 0.999)),
 }
 
