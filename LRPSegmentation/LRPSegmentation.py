@@ -69,8 +69,8 @@ class LRPSegmentationParameterNode:
     groundTruth: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]
     modelPath: str = ""
     device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
-    rule: Annotated[str, Choice(["epsilon-zplus", "epsilon", "zplus", "epsilon-alpha1beta0", "epsilon-gamma-zb",
-                                 "paper"])] = "epsilon-zplus"
+    rule: Annotated[str, Choice(["epsilon", "epsilon-zb", "epsilon-zplus", "zplus", "epsilon-alpha1beta0",
+                                 "epsilon-gamma-zb", "paper"])] = "epsilon"
     target: Annotated[str, Choice(["lesion-logits", "probability", "equal", "whole-output", "contrastive",
                                    "false-positive", "false-negative"])] = "lesion-logits"
     filterKind: Annotated[str, Choice(["none", "pass", "clamp"])] = "none"
@@ -308,7 +308,7 @@ class LRPSegmentationLogic(ScriptedLoadableModuleLogic):
         self._dependenciesChecked = True
         return True
 
-    def start(self, volumes: dict, groundTruth=None, *, modelPath=None, device="auto", rule="epsilon-zplus",
+    def start(self, volumes: dict, groundTruth=None, *, modelPath=None, device="auto", rule="epsilon",
               target="lesion-logits", where="output", filterKind="none", alpha=1.0, alphaLow=0.0):
         """Write the inputs to a new run folder and start ``lrpseg explain`` in a child process (non-blocking).
 

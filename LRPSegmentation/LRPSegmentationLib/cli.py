@@ -59,7 +59,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         preprocess = PreprocessSpec(size=parse_size(args.size) if args.size else preprocess.size,
                                     normalization=Normalization(args.normalization or preprocess.normalization))
     config = with_overrides(
-        config, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+        config, epochs=args.epochs, learning_rate=args.lr, cosine_schedule=args.cosine_schedule,
+        batch_size=args.batch_size,
         loss=LossKind(args.loss) if args.loss else None, augment=args.augment,
         validation_fraction=args.validation_fraction, amp=args.amp, seed=args.seed, base_width=args.base_width,
         preprocess=preprocess)
@@ -223,7 +224,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Dice of a model on case folders and/or freshly generated synthetic cases (held out by construction)."""
     import numpy as np
 
-    from .caseio import Case, load_case
+    from .caseio import load_case
     from .predict import predict_case
     from .synthetic import dataset_seeds, generate_case
     from .weights import load_model
@@ -231,8 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     cases = [load_case(folder) for folder in collect_cases(args.cases)] if args.cases else []
     for seed in dataset_seeds(args.seed, args.synthetic) if args.synthetic else []:
-        synthetic = generate_case(seed)
-        cases.append(Case(f"synthetic-{seed}", synthetic.images, synthetic.geometry, synthetic.ground_truth))
+        cases.append(generate_case(seed).to_case())
     if not cases:
         raise ValueError("Nothing to evaluate: give case folders and/or --synthetic N.")
     scores = {}
@@ -309,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     train.add_argument("--validation-fraction", type=float, help="share of cases held out for Dice (e.g. 0.2)")
     train.add_argument("--lr", type=float)
+    train.add_argument("--cosine-schedule", action=argparse.BooleanOptionalAction, default=None,
+                       help="decay the learning rate to 0 over the epochs (small preset: on)")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision on CUDA")
     train.add_argument("--seed", type=int)

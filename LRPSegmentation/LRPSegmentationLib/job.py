@@ -40,7 +40,7 @@ class ExplainRequest:
     out_dir: Path
     model: Path | None = None
     device: str = "auto"
-    rule: str = "epsilon-zplus"
+    rule: str = "epsilon"  # lrp.presets.DEFAULT_PRESET (not imported: this module must not import torch)
     target: str = "lesion-logits"
     filter: str = "none"
     alpha: float = 1.0

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .caseio import CaseError, read_volume, write_volume
+from .caseio import Case, CaseError, read_volume, write_volume
 from .geometry import Geometry
 from .modalities import GROUND_TRUTH, MODALITIES
 
@@ -85,6 +85,10 @@ class SyntheticCase:
     geometry: Geometry
     explanation: KnownExplanation
     seed: int
+
+    def to_case(self, case_id: str | None = None) -> Case:
+        """The images and ground truth as a :class:`~.caseio.Case` (what the pipeline takes), without files."""
+        return Case(case_id or f"synthetic-{self.seed}", self.images, self.geometry, self.ground_truth)
 
 
 # ------------------------------------------------------------------------------------------------ numerics

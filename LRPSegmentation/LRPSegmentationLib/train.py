@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
@@ -33,6 +34,7 @@ class TrainConfig:
 
     epochs: int = 80
     learning_rate: float = 2e-4
+    cosine_schedule: bool = False  # decay the learning rate to 0 over the epochs (a pure function of the epoch)
     betas: tuple[float, float] = (0.5, 0.9)
     batch_size: int = 1
     loss: LossKind = LossKind.CROSS_ENTROPY
@@ -55,7 +57,8 @@ PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
     # Small, fast and robust: what the bundled model uses.
     "small": TrainConfig(epochs=25, base_width=8, loss=LossKind.DICE_CROSS_ENTROPY, augment=True,
-                         validation_fraction=0.2, learning_rate=1e-3, betas=(0.9, 0.999)),
+                         validation_fraction=0.2, learning_rate=1e-3, betas=(0.9, 0.999),
+                         cosine_schedule=True),
 }
 
 
@@ -108,6 +111,13 @@ def augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tup
     scale = 1.0 + 0.1 * (2 * torch.rand((x.shape[0], x.shape[1], 1, 1, 1), generator=generator) - 1)
     noise = 0.02 * torch.randn(x.shape, generator=generator)
     return x * scale + noise * (x != 0), y
+
+
+def epoch_learning_rate(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of an epoch: constant, or cosine-decayed from the configured rate towards 0."""
+    if not config.cosine_schedule:
+        return config.learning_rate
+    return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, lesion_class: int = 1) -> torch.Tensor:
@@ -236,6 +246,8 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
     result = TrainResult(model_path)
     for epoch in range(start_epoch, config.epochs):
         model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_learning_rate(config, epoch)
         order = torch.randperm(len(samples), generator=generator).tolist()
         batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
         losses, dices = [], []

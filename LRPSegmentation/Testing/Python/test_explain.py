@@ -9,7 +9,6 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from LRPSegmentationLib.caseio import load_case
 from LRPSegmentationLib.cli import main
 from LRPSegmentationLib.explain import ExplainSettings, FilterPlacement, explain_case
 from LRPSegmentationLib.lrp.filters import AmplitudeFilter
@@ -58,9 +57,7 @@ def test_explain_writes_every_output_on_the_native_grid(synthetic_case_dir, tiny
 
 
 def test_filter_inside_the_chain_changes_the_map_and_reports_removal(synthetic_case, tiny_model_file):
-    from LRPSegmentationLib.caseio import Case
-
-    case = Case("c", synthetic_case.images, synthetic_case.geometry, synthetic_case.ground_truth)
+    case = synthetic_case.to_case("c")
     loaded = load_model(tiny_model_file)
     plain = explain_case(case, loaded, ExplainSettings(target=Target("whole-output")), "cpu")
     chained = explain_case(case, loaded, ExplainSettings(target=Target("whole-output"),
@@ -96,18 +93,16 @@ def test_sweep_writes_a_tidy_table_plots_and_a_sweet_spot(synthetic_dataset_dir,
 
 
 def test_bundled_model_relevance_follows_the_known_explanation():
-    """On fresh synthetic cases the lesion's evidence lies in the marked regions, and the strongest marked
-    modality (ADC) carries more relevance than the weakest (rCBV)."""
-    from LRPSegmentationLib.caseio import Case
-
+    """On fresh synthetic cases, with the default rules, the lesion's evidence lies in the known lesion territory
+    and the modalities that carry the most lesion signal (ADC, Tmax) carry more relevance than the weakest
+    (rCBF, rCBV)."""
     loaded = load_model()
     for seed in (91001, 91002):
         synthetic = generate_case(seed)
-        case = Case(f"s{seed}", synthetic.images, synthetic.geometry, synthetic.ground_truth)
-        result = explain_case(case, loaded, ExplainSettings(), "cpu")
+        result = explain_case(synthetic.to_case(), loaded, ExplainSettings(), "cpu")
         positive = np.clip(result.relevance.sum(axis=0), 0, None)
         region = synthetic.explanation.hypoperfused
         inside = positive[region].sum() / positive.sum()
-        assert inside > 5 * region.mean(), (inside, region.mean())
-        share = np.abs(result.relevance).reshape(6, -1).sum(axis=1)
-        assert share[MODALITIES.index("ADC")] > share[MODALITIES.index("rCBV")]
+        assert inside > 0.5 and inside > 10 * region.mean(), (inside, region.mean())
+        share = dict(zip(MODALITIES, np.abs(result.relevance).reshape(6, -1).sum(axis=1)))
+        assert share["ADC"] + share["Tmax"] > 2 * (share["rCBF"] + share["rCBV"]), share

@@ -14,6 +14,8 @@ from LRPSegmentationLib.job import (ChildJob, ExplainRequest, JobError, Progress
 
 
 def test_request_command_line_matches_the_cli_contract(tmp_path):
+    from LRPSegmentationLib.lrp import DEFAULT_PRESET  # the job's default rule must follow the library's
+
     request = ExplainRequest(tmp_path / "case", tmp_path / "out", model=tmp_path / "m.safetensors", device="cpu",
                              filter="clamp", alpha=0.4, alpha_low=0.05, where="layers", target="probability")
     command = request.command("/opt/PythonSlicer")
@@ -21,7 +23,7 @@ def test_request_command_line_matches_the_cli_contract(tmp_path):
     assert command[4] == str(tmp_path / "case")
     options = dict(zip(command[5::2], command[6::2]))
     assert options == {"--model": str(tmp_path / "m.safetensors"), "--out": str(tmp_path / "out"), "--device": "cpu",
-                       "--rule": "epsilon-zplus", "--target": "probability", "--filter": "clamp", "--alpha": "0.4",
+                       "--rule": DEFAULT_PRESET, "--target": "probability", "--filter": "clamp", "--alpha": "0.4",
                        "--alpha-low": "0.05", "--where": "layers", "--progress": "json"}
     assert "--model" not in ExplainRequest(tmp_path, tmp_path).arguments()
 

@@ -10,7 +10,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from LRPSegmentationLib.lrp import (
-    DEFAULT_PRESET,
     PRESETS,
     AlphaBeta,
     Composite,
@@ -134,13 +133,13 @@ def test_zplus_is_zennit_zplus_for_non_negative_inputs():
     _compare(model.double(), _input(), "zplus", lambda name: zr.ZPlus(stabilizer=1e-9, zero_params="bias"))
 
 
-def test_default_preset_matches_zennit_composite():
+def test_epsilon_zplus_preset_matches_zennit_composite():
     model = tiny_unet(4)
 
     def rule(name):
         return zr.Epsilon(epsilon=1e-9) if name.startswith("head") else zr.paper_zplus(1e-9)
 
-    _compare(model, _input(), DEFAULT_PRESET, rule)
+    _compare(model, _input(), "epsilon-zplus", rule)
 
 
 @pytest.mark.parametrize(

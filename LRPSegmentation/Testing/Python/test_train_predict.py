@@ -102,7 +102,7 @@ def test_bad_inputs_give_a_short_message_not_a_traceback(tmp_path, capsys):
 def test_bundled_model_segments_fresh_synthetic_cases():
     """Held-out Dice of the bundled model on cases generated now, with seeds its training never saw."""
     loaded = load_model()
-    scores = [predict_case(generate_case(seed), loaded, "cpu").dice for seed in (90001, 90002, 90003)]
+    scores = [predict_case(generate_case(seed).to_case(), loaded, "cpu").dice for seed in (90001, 90002, 90003)]
     assert np.mean(scores) >= 0.8, scores
 
 
