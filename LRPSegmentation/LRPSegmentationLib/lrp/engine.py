@@ -20,6 +20,7 @@ How it works (zennit-style, but cheaper):
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -51,7 +52,9 @@ class ExplainInputError(ValueError):
 
 @dataclass(frozen=True)
 class TapRecord:
-    """Relevance at one tap, before and after its filter (equal where no filter was applied)."""
+    """Relevance at one tap, before and after its filter (equal where no filter was applied).
+
+    Signed sums are NaN at taps that were only filtered, not asked to be recorded (``record_taps``)."""
 
     name: str
     sum_before: float
@@ -110,19 +113,24 @@ def available_taps(model: nn.Module) -> list[str]:
 
 
 def default_taps(model: nn.Module) -> list[str]:
-    """The paper's tap places, in backward order: head, decoders, concatenation parts, up-convs, encoders,
-    input. For models without the U-Net layout, just ``input``."""
+    """The paper's tap places (its Figure 2 green boxes), in backward order, named by the tensor the relevance
+    sits on: the head's output (the start relevance after the final activation), each decoder block's output
+    (the input of the head or of a transposed conv), each concatenation as a whole (a decoder block's input) and
+    its two parts, the deepest encoder's output (the first transposed conv's input), and the input. Not the
+    encoders that feed a max-pool (the paper never filters right after a max-pool) nor the transposed convs'
+    outputs (the same tensors as the concatenations' up parts: filtering both would filter twice).
+    For models without the U-Net layout, just ``input``."""
     taps: list[str] = []
     if isinstance(getattr(model, "head", None), nn.Module):
         taps.append("head")
-    for group in ("decoders", "concats", "ups", "encoders"):
-        modules = getattr(model, group, None)
-        if not isinstance(modules, nn.ModuleList):
-            continue
-        order = range(len(modules)) if group == "encoders" else reversed(range(len(modules)))
-        for k in order:
-            args = _input_arg_names(modules[k])
-            taps += [f"{group}.{k}.{a}" for a in args] if group == "concats" else [f"{group}.{k}"]
+    decoders, concats, encoders = (getattr(model, group, None) for group in ("decoders", "concats", "encoders"))
+    if isinstance(decoders, nn.ModuleList):
+        taps += [f"decoders.{k}" for k in range(len(decoders))]
+    if isinstance(concats, nn.ModuleList):
+        for k in range(len(concats)):
+            taps += [f"concats.{k}"] + [f"concats.{k}.{a}" for a in _input_arg_names(concats[k])]
+    if isinstance(encoders, nn.ModuleList) and len(encoders):
+        taps.append(f"encoders.{len(encoders) - 1}")
     return taps + [INPUT_TAP]
 
 
@@ -132,11 +140,15 @@ def default_taps(model: nn.Module) -> list[str]:
 
 
 class _Tap:
-    def __init__(self, name: str, filter_fn: TapFilter | None, records: dict[str, TapRecord]) -> None:
-        self.name, self.filter_fn, self.records = name, filter_fn, records
+    """One tap: applies the filter (if any) and records |relevance| before/after; signed sums only where asked
+    (``signed``), since every reduction is one more pass over the tensor."""
+
+    def __init__(self, name: str, filter_fn: TapFilter | None, records: dict[str, TapRecord],
+                 signed: bool = True) -> None:
+        self.name, self.filter_fn, self.records, self.signed = name, filter_fn, records, signed
 
     def apply(self, relevance: torch.Tensor) -> torch.Tensor:
-        before = float(relevance.sum())
+        before = float(relevance.sum()) if self.signed else math.nan
         abs_before = float(torch.linalg.vector_norm(relevance, 1))
         out = relevance
         if self.filter_fn is not None:
@@ -144,7 +156,7 @@ class _Tap:
             if not isinstance(out, torch.Tensor) or out.shape != relevance.shape:
                 raise ExplainInputError(f"The tap filter must return a tensor shaped {tuple(relevance.shape)}.")
             out = out.to(relevance.dtype)
-        after = before if out is relevance else float(out.sum())
+        after = before if out is relevance or not self.signed else float(out.sum())
         abs_after = abs_before if out is relevance else float(torch.linalg.vector_norm(out, 1))
         self.records[self.name] = TapRecord(self.name, before, after, abs_before, abs_after, self.filter_fn is not None)
         return out
@@ -256,11 +268,12 @@ class _Guard(TorchFunctionMode):
 
 class _Session:
     def __init__(self, module: nn.Module, composite: Composite, bounds: tuple[torch.Tensor, torch.Tensor],
-                 tap_filter: TapFilter | None, filtered: set[str], recorded: set[str]) -> None:
+                 tap_filter: TapFilter | None, filtered: set[str], recorded: set[str], signed: set[str]) -> None:
         self.module, self.composite, self.bounds = module, composite, bounds
         self.names = {m: n for n, m in module.named_modules()}
         self.records: dict[str, TapRecord] = {}
-        self.taps = {n: _Tap(n, tap_filter if n in filtered else None, self.records) for n in recorded}
+        self.taps = {n: _Tap(n, tap_filter if n in filtered else None, self.records, n in signed)
+                     for n in recorded}
         self.stack: list[nn.Module] = []
         self.calls: dict[nn.Module, int] = {}
         self.pending: dict[nn.Module, tuple[torch.Tensor, Rule]] = {}
@@ -412,14 +425,14 @@ def explain(
     tap_filter: TapFilter | None = None,
     taps: Iterable[str] | None = None,
     input_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
-    record_taps: bool = False,
+    record_taps: bool | Iterable[str] = False,
 ) -> Explanation:
     """Input relevance of ``model`` at ``x`` for the relevance ``start_relevance`` put on the logits.
 
     ``tap_filter`` is applied at the taps named in ``taps`` (default: :func:`default_taps`, the paper's
     places). Sums before/after are recorded at the filtered taps, at ``output`` (the start relevance) and
-    ``input``, and with ``record_taps`` at every default tap too (two extra passes over each tapped tensor,
-    about 10% of the run time, hence off by default). ``input_bounds`` (per-channel low, high) bound a zB first-layer rule that has no
+    ``input``, and with ``record_taps`` at every default tap too, or at the taps it names (two extra passes over
+    each tapped tensor, about 10% of the run time, hence off by default). ``input_bounds`` (per-channel low, high) bound a zB first-layer rule that has no
     bounds of its own; default: the per-channel min and max of ``x``. The model is explained in eval mode
     with BatchNorm folded, on a cached copy.
     """
@@ -442,8 +455,11 @@ def explain(
     bounds = _check_bounds(input_bounds, x) if input_bounds is not None else _data_bounds(x.detach())
 
     canonical = cached_canonical(model, x.detach())
-    recorded = filtered | {INPUT_TAP} | (set(defaults) if record_taps else set())
-    session = _Session(canonical.module, composite, bounds, tap_filter, filtered, recorded)
+    extra = set(defaults) if record_taps is True else set(record_taps or ())
+    if extra - available:
+        raise ExplainInputError(f"Unknown taps to record {sorted(extra - available)}.")
+    recorded = filtered | {INPUT_TAP} | extra
+    session = _Session(canonical.module, composite, bounds, tap_filter, filtered, recorded, {INPUT_TAP} | extra)
     x_req = x.detach().requires_grad_(True)
     session.install()
     try:

@@ -515,15 +515,27 @@ def tap_filter(filt: AmplitudeFilter | str | None) -> Callable[[torch.Tensor], t
     def apply(relevance: torch.Tensor) -> torch.Tensor:
         if filt.kind is FilterKind.NONE:
             return relevance
-        ops = _ops(relevance)
-        peak = abs(relevance).max()
-        peak_value = float(peak)
-        if not math.isfinite(peak_value):
+        smallest, largest = torch.aminmax(relevance)
+        peak = max(-float(smallest), float(largest))
+        if not math.isfinite(peak):
             raise FilterError("relevance inside the LRP chain contains NaN or infinite values; cannot filter it.")
-        if peak_value == 0.0:
+        if peak == 0.0:
             return relevance
-        normalised = relevance / peak
-        return _band(normalised, abs(normalised), filt, ops, need_magnitude=False)[0] * peak
+        # Same as normalising by the peak, filtering and multiplying back, with the band scaled instead: a band
+        # test and at most two element-wise passes over the tensor (this runs at every tap of every explanation).
+        low, high = filt.low * peak, filt.high * peak
+        if filt.kind is FilterKind.PASS:
+            if filt.low == 0.0:  # r - hardshrink(r, a2) keeps |r| <= a2 and zeroes the rest: two fused passes
+                return relevance - torch.nn.functional.hardshrink(relevance, high)
+            magnitude = relevance.abs()
+            keep = magnitude <= high
+            if filt.low > 0.0:
+                keep &= magnitude >= low
+            return relevance * keep
+        if filt.low == 0.0:
+            return relevance.clamp(-high, high)
+        signed = relevance + 0.0  # -0.0 -> +0.0: zeros become +a1
+        return signed.abs().clamp(low, high).copysign(signed)
 
     apply.filter = filt  # type: ignore[attr-defined]  # so an engine can record which filter a tap applied
     return apply

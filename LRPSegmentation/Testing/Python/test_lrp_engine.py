@@ -83,7 +83,9 @@ def test_relevance_is_conserved_in_a_bias_free_unet(preset):
     model = bias_free_unet()
     x = _input(shape=(1, 6, 7, 13, 14))  # not a multiple of 4: exercises the padding and the crop
     start = _start if preset == "epsilon" else (lambda out: out.abs())
-    e = explain(model, x, start, preset, record_taps=True)
+    e = explain(model, x, start, preset, record_taps=["head", "encoders.0", "encoders.2"] + [
+        f"{group}.{k}{part}" for k in range(2) for group, part in
+        (("decoders", ""), ("concats", ".skip"), ("concats", ".up"), ("ups", ""))])
     assert e.conservation == pytest.approx(1.0, rel=1e-4)
     total = e.taps["output"].sum_before
     sums = {name: record.sum_before for name, record in e.taps.items()}
