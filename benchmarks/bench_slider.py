@@ -1,21 +1,19 @@
 """Time one live slider update in a real slicer-core scene: re-filter + all scores + heatmap voxels + table.
 
-Run: ``python benchmarks/bench_slider.py [--repeats N]``. A synthetic 19x192x192 case is explained once with
-``explain_case`` (the bundled model when ``weights.bundled_model_path()`` exists, else a seeded random U-Net: the
-output says which), loaded into a headless scene (six modality volumes, six heatmap nodes, the scores table, the
-2x3 layout with a ``vtkMRMLSliceLogic`` per view observing the heatmaps), and then
-``LiveExplanation.apply(filter)`` is timed for none / pass / clamp, side by side in one run. Each line gives the
-median wall time and the median CPU time of this process per update, the per-step breakdown (filter, scores,
-voxels, table; wall medians) and the ratio to the 50 ms target. The machine may be shared: wall time then
-includes waiting for a core, so CPU time is what an idle machine would show. Rendering the six views is timed
-separately (Slicer renders on its own schedule after the update, not inside it).
+Run: ``python benchmarks/bench_slider.py [--repeats N] [--model FILE]``. A synthetic 19x192x192 case is explained
+once with ``explain_case`` (the bundled model unless ``--model`` is given), loaded into a headless scene (six
+modality volumes, six heatmap nodes, the scores table, the 2x3 layout with a ``vtkMRMLSliceLogic`` per view
+observing the heatmaps), and then ``LiveExplanation.apply(filter)`` is timed for none / pass / clamp, side by side
+in one run. Each line gives the median wall time and the median CPU time of this process per update, the per-step
+breakdown (filter, scores, voxels, table; wall medians) and the ratio to the 50 ms target. The machine may be
+shared: wall time then includes waiting for a core, so CPU time is what an idle machine would show. Rendering the
+six views is timed separately (Slicer renders on its own schedule after the update, not inside it).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 import warnings
 
 import numpy as np
@@ -26,29 +24,16 @@ FILTERS = ("none", "pass:0.2", "pass:0.1,1", "clamp:0.05", "clamp:0.05,1")
 
 
 def explained_case(seed: int, model: str | None = None):
-    """(explanation, model description): the bundled model if present, else a random U-Net (base width 8)."""
-    import torch
-
+    """(explanation, model description): the synthetic case explained with ``model`` (default: the bundled model)."""
     from LRPSegmentationLib import weights
-    from LRPSegmentationLib.caseio import Case
     from LRPSegmentationLib.explain import ExplainSettings, explain_case
-    from LRPSegmentationLib.model import UNet3D, UNetConfig
-    from LRPSegmentationLib.preprocess import PreprocessSpec
     from LRPSegmentationLib.synthetic import generate_case
 
-    synthetic = generate_case(seed, shape=SHAPE)
-    case = Case(f"synthetic_{seed}", synthetic.images, synthetic.geometry, synthetic.ground_truth)
-    path = Path(model) if model else weights.bundled_model_path()
-    if path.is_file():
-        loaded, what = weights.load_model(path), f"{'model' if model else 'bundled model'} {path.name}"
-    else:
-        torch.manual_seed(seed)
-        net = UNet3D(UNetConfig(base_width=8)).eval()
-        info = weights.ModelInfo(config=net.config.to_dict(), preprocess=PreprocessSpec(size=SHAPE).to_dict())
-        loaded = weights.LoadedModel(net, info, path, "random")
-        what = f"RANDOM U-Net (base width 8; the bundled model {path.name} does not exist yet)"
+    loaded = weights.load_model(model)
+    case = generate_case(seed, shape=SHAPE).to_case(f"synthetic_{seed}")
     started = time.perf_counter()
     explanation = explain_case(case, loaded, ExplainSettings(), "cpu")
+    what = f"{'model' if model else 'bundled model'} {loaded.path.name}"
     return explanation, f"{what}; explain_case took {time.perf_counter() - started:.1f} s"
 
 

@@ -1,12 +1,11 @@
 """Make docs/screenshot.png (and docs/screenshot-clamp.png) from a real run: Slicer's own slice-view blending.
 
-Run: ``python docs/make_screenshot.py [--seed N] [--out-dir docs]``. A synthetic ISLES-like case
-(19x192x192) is generated, added to a headless slicer-core scene, explained with ``explain_case`` (the bundled
-model; a seeded random U-Net only when the bundled file does not exist yet, and the figure then says so), shown
-with ``LiveExplanation`` in the module's linked 2x3 layout, and each of the six slice views is blended by
-``vtkMRMLSliceLogic`` (modality background + heatmap foreground at the module's default opacity; no OpenGL).
-Prediction (yellow) and ground-truth (green) outlines are drawn from the same view-to-voxel mapping. The first
-image shows the unfiltered map, the second the same run under a clamp filter, applied live.
+Run: ``python docs/make_screenshot.py [--seed N] [--model FILE] [--out-dir docs]``. A synthetic ISLES-like case
+(19x192x192) is generated, added to a headless slicer-core scene, explained with ``explain_case`` (the bundled model
+unless ``--model`` is given), shown with ``LiveExplanation`` in the module's linked 2x3 layout, and each of the six
+slice views is blended by ``vtkMRMLSliceLogic`` (modality background + heatmap foreground at the module's default
+opacity; no OpenGL). Prediction (yellow) and ground-truth (green) outlines are drawn from the same view-to-voxel
+mapping. The first image shows the unfiltered map, the second the same run under a clamp filter, applied live.
 """
 
 from __future__ import annotations
@@ -23,25 +22,14 @@ VIEW_PIXELS = 300
 
 
 def explain(seed: int, model: str | None = None):
-    import torch
-
+    """(explanation, model label): the synthetic case explained with ``model`` (default: the bundled model)."""
     from LRPSegmentationLib import weights
-    from LRPSegmentationLib.caseio import Case
     from LRPSegmentationLib.explain import ExplainSettings, explain_case
-    from LRPSegmentationLib.model import UNet3D, UNetConfig
-    from LRPSegmentationLib.preprocess import PreprocessSpec
     from LRPSegmentationLib.synthetic import generate_case
 
-    synthetic = generate_case(seed, shape=SHAPE)
-    case = Case(f"synthetic_{seed}", synthetic.images, synthetic.geometry, synthetic.ground_truth)
-    path = Path(model) if model else weights.bundled_model_path()
-    if path.is_file():
-        loaded, label = weights.load_model(path), f"{'model' if model else 'bundled model'} {path.name}"
-    else:
-        torch.manual_seed(seed)
-        net = UNet3D(UNetConfig(base_width=8)).eval()
-        info = weights.ModelInfo(config=net.config.to_dict(), preprocess=PreprocessSpec(size=SHAPE).to_dict())
-        loaded, label = weights.LoadedModel(net, info, path, "random"), "UNTRAINED random U-Net (no bundled model yet)"
+    loaded = weights.load_model(model)
+    case = generate_case(seed, shape=SHAPE).to_case(f"synthetic_{seed}")
+    label = f"{'model' if model else 'bundled model'} {loaded.path.name}"
     return explain_case(case, loaded, ExplainSettings(), "cpu"), label
 
 

@@ -103,7 +103,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def explain_settings(args: argparse.Namespace, case) -> "ExplainSettings":
+def explain_settings(args: argparse.Namespace, case):
     """Translate the explain/sweep options into :class:`~.explain.ExplainSettings`."""
     from .caseio import read_volume
     from .explain import ExplainSettings, FilterPlacement

@@ -570,18 +570,7 @@ def scores_table(scene, rows: Sequence[Mapping[str, Any]], role: str = "scores",
             array.SetName(column)
             array.SetNumberOfValues(len(rows))
             table.AddColumn(array)
-    for i, column in enumerate(columns):
-        array = table.GetColumn(i)
-        for r, row in enumerate(rows):
-            value = row.get(column)
-            if kinds[column] == "string":
-                array.SetValue(r, "" if value is None else str(value))
-            else:
-                number = float("nan") if value is None else float(value)
-                array.SetValue(r, number if math.isfinite(number) else float("nan"))
-        array.Modified()
-    table.Modified()
-    node.Modified()
+    update_table_values(node, [{c: row.get(c) for c in columns} for row in rows])
     place_next_to(scene, node, reference, "LRPSegmentation")
     return node
 
@@ -690,8 +679,12 @@ def blend_view(logic) -> np.ndarray:
     return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1).copy()
 
 
-def view_voxels(logic, volume) -> tuple[np.ndarray, np.ndarray]:
-    """For each pixel (row 0 = bottom) of a slice view: the nearest (k, j, i) voxel of ``volume``, and inside-ness."""
+def view_voxels(logic, volume, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """For each pixel (row 0 = bottom) of a slice view: the nearest (k, j, i) voxel of ``volume``, and inside-ness.
+
+    With ``margin`` > 0 a pixel sampling within ``margin`` voxel of a voxel boundary also counts as outside: its
+    voxel is ambiguous (tests that compare pixels with voxels use this).
+    """
     slice_node = logic.GetSliceNode()
     width, height, _ = slice_node.GetDimensions()
     ras_to_ijk = vtk.vtkMatrix4x4()
@@ -704,6 +697,8 @@ def view_voxels(logic, volume) -> tuple[np.ndarray, np.ndarray]:
     kji = np.rint(points[..., 2::-1]).astype(int)
     shape = np.array(array_from_node(volume).shape)
     inside = np.all((kji >= 0) & (kji < shape), axis=-1)
+    if margin > 0:
+        inside &= np.all(np.abs(points[..., 2::-1] - kji) < 0.5 - margin, axis=-1)
     return np.clip(kji, 0, shape - 1), inside
 
 

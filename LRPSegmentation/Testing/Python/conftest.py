@@ -33,3 +33,18 @@ def synthetic_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("isles_dataset")
     generate_dataset(root, count=2, seed=2017, shape=SMALL_SHAPE)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained UNet3D of base width 2 on a (8, 16, 16) grid, saved as a model file (seeded)."""
+    import torch
+
+    from LRPSegmentationLib.model import UNet3D, UNetConfig
+    from LRPSegmentationLib.preprocess import PreprocessSpec
+    from LRPSegmentationLib.weights import ModelInfo, save_model
+
+    torch.manual_seed(3)
+    model = UNet3D(UNetConfig(base_width=2)).eval()
+    info = ModelInfo(config=model.config.to_dict(), preprocess=PreprocessSpec(size=(8, 16, 16)).to_dict())
+    return save_model(model, info, tmp_path_factory.mktemp("model") / "tiny.safetensors")

@@ -5,7 +5,6 @@ import csv
 import json
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 import torch
 
@@ -14,18 +13,10 @@ from LRPSegmentationLib.explain import ExplainSettings, FilterPlacement, explain
 from LRPSegmentationLib.lrp.filters import AmplitudeFilter
 from LRPSegmentationLib.lrp.targets import Target
 from LRPSegmentationLib.modalities import MODALITIES
-from LRPSegmentationLib.model import UNet3D, UNetConfig
-from LRPSegmentationLib.preprocess import PreprocessSpec
 from LRPSegmentationLib.synthetic import generate_case
-from LRPSegmentationLib.weights import ModelInfo, load_model, save_model
+from LRPSegmentationLib.weights import load_model
 
 
-@pytest.fixture(scope="module")
-def tiny_model_file(tmp_path_factory):
-    torch.manual_seed(3)
-    model = UNet3D(UNetConfig(base_width=2)).eval()
-    info = ModelInfo(config=model.config.to_dict(), preprocess=PreprocessSpec(size=(8, 16, 16)).to_dict())
-    return save_model(model, info, tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 def run(*args: str) -> int:

@@ -12,10 +12,6 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is needed for the MRM
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the installed 'slicer' package has no MRML (install slicer-core)", allow_module_level=True)
 
-import torch  # noqa: E402
-
-from test_scene import blended, make_scene, pixel_voxels, slice_logic  # noqa: E402
-
 from LRPSegmentationLib import scene as sc  # noqa: E402
 from LRPSegmentationLib.caseio import Case  # noqa: E402
 from LRPSegmentationLib.cli import main as cli_main  # noqa: E402
@@ -25,30 +21,22 @@ from LRPSegmentationLib.lrp.filters import AmplitudeFilter, filter_map  # noqa: 
 from LRPSegmentationLib.lrp.targets import Target  # noqa: E402
 from LRPSegmentationLib.metrics import EmptyMaskWarning, score_explanation  # noqa: E402
 from LRPSegmentationLib.modalities import MODALITIES  # noqa: E402
-from LRPSegmentationLib.model import UNet3D, UNetConfig  # noqa: E402
-from LRPSegmentationLib.preprocess import PreprocessSpec  # noqa: E402
-from LRPSegmentationLib.weights import ModelInfo, load_model, save_model  # noqa: E402
+from LRPSegmentationLib.weights import load_model  # noqa: E402
 
 FILTERS = [AmplitudeFilter(), AmplitudeFilter.pass_band(0.3), AmplitudeFilter.clamp_band(0.05, 0.5)]
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(5)
-    model = UNet3D(UNetConfig(base_width=2)).eval()
-    info = ModelInfo(config=model.config.to_dict(), preprocess=PreprocessSpec(size=(8, 16, 16)).to_dict())
-    return save_model(model, info, tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")
-def explanation(synthetic_case, model_file):
+def explanation(synthetic_case, tiny_model_file):
     case = Case("synthetic_7", synthetic_case.images, synthetic_case.geometry, synthetic_case.ground_truth)
-    return explain_case(case, load_model(model_file), ExplainSettings(target=Target("probability")), "cpu")
+    return explain_case(case, load_model(tiny_model_file), ExplainSettings(target=Target("probability")), "cpu")
 
 
 @pytest.fixture
 def mrml():
-    return make_scene()
+    return sc.headless_scene()
 
 
 @pytest.fixture
@@ -104,24 +92,24 @@ def test_apply_writes_the_filtered_map_and_its_scores(live, explanation, filt):
 def test_overlay_pixels_follow_a_filter_change(mrml, live):
     live.show(single_view=False, opacity=0.0)
     assert mrml.layout.GetLayoutNode().GetViewArrangement() == sc.GRID_LAYOUT_ID
-    logic = slice_logic(mrml, "LRPTmax", 40, 40)
+    logic = mrml.slice_logic("LRPTmax", 40, 40)
     k = int(np.argmax(live.references.ground_truth.sum(axis=(1, 2))))  # the slice with most lesion
     centre = sc.ijk_to_ras(live.geometry) @ np.array([0.0, 0.0, k, 1.0])
     logic.GetSliceNode().JumpSliceByOffsetting(*centre[:3])  # through voxel centres: no ambiguous pixels
     assert logic.GetSliceCompositeNode().GetForegroundVolumeID() == live.heatmaps["Tmax"].GetID()
     assert logic.GetSliceCompositeNode().GetBackgroundVolumeID() == live.backgrounds["Tmax"].GetID()
-    anatomy = blended(logic)[..., :3].astype(int)
+    anatomy = sc.blend_view(logic)[..., :3].astype(int)
 
     live.apply(None)
     sc.set_foreground_opacity(mrml.scene, 1.0)
-    before = blended(logic)[..., :3].astype(int)
-    voxels, clear = pixel_voxels(logic, live.heatmaps["Tmax"])
+    before = sc.blend_view(logic)[..., :3].astype(int)
+    voxels, clear = sc.view_voxels(logic, live.heatmaps["Tmax"], margin=0.1)
     index = tuple(voxels[..., a] for a in range(3))
     shown_before = sc.array_from_node(live.heatmaps["Tmax"])[index].copy()
 
     band = AmplitudeFilter.pass_band(0.1, 1.0)  # same window [-1, 1]: kept voxels keep their colour
     live.apply(band)
-    after = blended(logic)[..., :3].astype(int)
+    after = sc.blend_view(logic)[..., :3].astype(int)
     shown_after = sc.array_from_node(live.heatmaps["Tmax"])[index]
     dropped = clear & (shown_after == 0) & (np.abs(shown_before) > 0.05)  # was coloured (outside neutral band)
     kept = clear & (shown_after != 0)
@@ -130,7 +118,7 @@ def test_overlay_pixels_follow_a_filter_change(mrml, live):
     assert np.all(np.abs(before[dropped] - anatomy[dropped]).max(axis=-1) > 1)  # it was coloured before
     assert np.all(np.abs(after[kept] - before[kept]) <= 1)
     sc.set_foreground_opacity(mrml.scene, 0.0)
-    np.testing.assert_array_equal(blended(logic)[..., :3], anatomy)  # at opacity 0 no filter shows
+    np.testing.assert_array_equal(sc.blend_view(logic)[..., :3], anatomy)  # at opacity 0 no filter shows
 
 
 def test_user_nodes_untouched_and_outputs_reused(mrml, live, explanation):
@@ -174,9 +162,9 @@ def test_layer_results_are_cached_per_band(live, explanation):
     assert live.layer_bands == ()
 
 
-def test_from_run_folder_reads_the_cli_outputs(mrml, synthetic_case_dir, model_file, tmp_path):
+def test_from_run_folder_reads_the_cli_outputs(mrml, synthetic_case_dir, tiny_model_file, tmp_path):
     out = tmp_path / "out"
-    assert cli_main(["explain", str(synthetic_case_dir), "--model", str(model_file), "--out", str(out),
+    assert cli_main(["explain", str(synthetic_case_dir), "--model", str(tiny_model_file), "--out", str(out),
                      "--target", "probability", "--device", "cpu", "--progress", "none"]) == 0
     nodes = sc.load_case_folder(mrml.scene, synthetic_case_dir)
     live = LiveExplanation.from_run_folder(mrml.scene, out, synthetic_case_dir, nodes.volumes)

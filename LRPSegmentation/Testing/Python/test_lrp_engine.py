@@ -19,7 +19,6 @@ from LRPSegmentationLib.lrp import (
     PresetError,
     UnsupportedModelError,
     ZBox,
-    ZPlus,
     canonize,
     default_taps,
     explain,

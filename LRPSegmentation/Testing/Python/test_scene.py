@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,8 +10,6 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="slicer-core is needed for the MRML tests")
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the installed 'slicer' package has no MRML (install slicer-core)", allow_module_level=True)
-
-from vtk.util import numpy_support  # noqa: E402
 
 from LRPSegmentationLib import scene as sc  # noqa: E402
 from LRPSegmentationLib.caseio import Case  # noqa: E402
@@ -30,29 +27,9 @@ ROTATED = Geometry(
 )
 
 
-def make_scene():
-    """A scene with the application, colour and layout logics, as Slicer sets them up (no Qt, no OpenGL)."""
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    app = slicer.vtkSlicerApplicationLogic()
-    app.SetMRMLScene(scene)
-    colors = app.GetColorLogic()
-    colors.SetMRMLScene(scene)
-    colors.AddDefaultColorNodes()
-    app.SetModuleLogic("Colors", colors)
-    layout = slicer.vtkMRMLLayoutLogic()
-    layout.SetMRMLScene(scene)
-    hierarchy = slicer.vtkSlicerSubjectHierarchyModuleLogic()
-    hierarchy.SetMRMLScene(scene)
-    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()  # registers the segment representations
-    segmentations.SetMRMLScene(scene)
-    return SimpleNamespace(scene=scene, app=app, layout=layout, hierarchy=hierarchy, segmentations=segmentations,
-                           slice_logics=[])
-
-
 @pytest.fixture
 def mrml():
-    env = make_scene()
+    env = sc.headless_scene()
     yield env
     del env
 
@@ -64,59 +41,6 @@ def synthetic_case(geometry: Geometry = ROTATED) -> Case:
     truth = np.zeros(geometry.shape, np.uint8)
     truth[1:3, 2:4, 1:3] = 1
     return Case(case_id="synthetic_7", images=images, geometry=geometry, ground_truth=truth)
-
-
-def slice_logic(env, view_name: str, width: int, height: int):
-    """A vtkMRMLSliceLogic on the slice node of ``view_name``, fitted to its background at width x height pixels."""
-    slice_node = next(
-        env.scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
-        for i in range(env.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode"))
-        if env.scene.GetNthNodeByClass(i, "vtkMRMLSliceNode").GetLayoutName() == view_name
-    )
-    logic = slicer.vtkMRMLSliceLogic()
-    logic.SetMRMLApplicationLogic(env.app)
-    logic.SetMRMLScene(env.scene)
-    logic.SetSliceNode(slice_node)
-    slice_node.SetDimensions(width, height, 1)
-    logic.FitSliceToBackground(width, height)
-    env.slice_logics.append(logic)
-    return logic
-
-
-def blended(logic) -> np.ndarray:
-    """The RGBA pixels (height, width, 4) the slice view would show (background + foreground blend)."""
-    producer = logic.GetImageDataConnection().GetProducer()
-    producer.Update()
-    image = producer.GetOutputDataObject(0)
-    width, height, _ = image.GetDimensions()
-    return numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1).copy()
-
-
-def pixel_voxels(logic, volume) -> tuple[np.ndarray, np.ndarray]:
-    """For each pixel of the slice view, the (k, j, i) voxel of ``volume`` it shows, and whether that is unambiguous.
-
-    A pixel sampling within 0.1 voxel of a voxel boundary (or outside the volume) is marked ambiguous.
-    """
-    import vtk
-
-    slice_node = logic.GetSliceNode()
-    width, height, _ = slice_node.GetDimensions()
-    xy_to_ras = slice_node.GetXYToRAS()
-    ras_to_ijk = vtk.vtkMatrix4x4()
-    volume.GetRASToIJKMatrix(ras_to_ijk)
-    xy_to_ijk = vtk.vtkMatrix4x4()
-    vtk.vtkMatrix4x4.Multiply4x4(ras_to_ijk, xy_to_ras, xy_to_ijk)
-    result = np.zeros((height, width, 3), dtype=int)
-    clear = np.zeros((height, width), dtype=bool)
-    shape = np.array(sc.array_from_node(volume).shape)
-    for y in range(height):
-        for x in range(width):
-            i, j, k, _ = xy_to_ijk.MultiplyPoint((x, y, 0, 1))
-            kji = np.array([k, j, i])
-            nearest = np.rint(kji).astype(int)
-            clear[y, x] = bool(np.all(np.abs(kji - nearest) < 0.4) and np.all(nearest >= 0) and np.all(nearest < shape))
-            result[y, x] = np.clip(nearest, 0, shape - 1)
-    return result, clear
 
 
 # ------------------------------------------------------------------------------------------------- geometry
@@ -264,9 +188,9 @@ def test_overlay_pixels_follow_opacity_and_filter(mrml):
     heatmap = sc.heatmap_node(mrml.scene, relevance, geometry, "ADC", reference=background)
     sc.show_grid(mrml.scene, {"ADC": background}, {"ADC": heatmap}, opacity=0.0)
     assert mrml.layout.GetLayoutNode().GetViewArrangement() == sc.GRID_LAYOUT_ID
-    logic = slice_logic(mrml, "LRPADC", 30, 24)
+    logic = mrml.slice_logic("LRPADC", 30, 24)
     assert logic.GetSliceCompositeNode().GetForegroundVolumeID() == heatmap.GetID()
-    voxels, clear = pixel_voxels(logic, heatmap)
+    voxels, clear = sc.view_voxels(logic, heatmap, margin=0.1)  # no pixel near a voxel boundary
     value = relevance[tuple(voxels[..., a] for a in range(3))]  # the relevance each pixel shows
     positive, negative, neutral = clear & (value > 0), clear & (value < 0), clear & (value == 0)
     assert positive.sum() >= 9 and negative.sum() >= 6 and neutral.sum() >= 30
@@ -279,17 +203,17 @@ def test_overlay_pixels_follow_opacity_and_filter(mrml):
     blue = np.array(rgba[:3]) * 255
     grey = np.array([127, 127, 127])
 
-    pixels = blended(logic)[..., :3].astype(float)
+    pixels = sc.blend_view(logic)[..., :3].astype(float)
     assert np.all(np.abs(pixels[clear] - grey) <= 1)  # opacity 0: only the anatomy
 
     sc.set_foreground_opacity(mrml.scene, 1.0)
-    pixels = blended(logic)[..., :3].astype(float)
+    pixels = sc.blend_view(logic)[..., :3].astype(float)
     assert np.all(np.abs(pixels[positive] - red) <= 1)
     assert np.all(np.abs(pixels[negative] - blue) <= 1)
     assert np.all(np.abs(pixels[neutral] - grey) <= 1)  # zero relevance is transparent
 
     sc.set_foreground_opacity(mrml.scene, 0.5)
-    pixels = blended(logic)[..., :3].astype(float)
+    pixels = sc.blend_view(logic)[..., :3].astype(float)
     assert np.all(np.abs(pixels[positive] - (red + grey) / 2) <= 2)
     assert np.all(np.abs(pixels[negative] - (blue + grey) / 2) <= 2)
     assert np.all(np.abs(pixels[neutral] - grey) <= 1)
@@ -298,7 +222,7 @@ def test_overlay_pixels_follow_opacity_and_filter(mrml):
     filtered = np.where(relevance > 0, 0.5, 0.0).astype(np.float32)
     sc.update_heatmap(heatmap, filtered)
     sc.set_foreground_opacity(mrml.scene, 1.0)
-    pixels = blended(logic)[..., :3].astype(float)
+    pixels = sc.blend_view(logic)[..., :3].astype(float)
     assert np.all(np.abs(pixels[negative] - grey) <= 1)
     index = int(round((0.5 + 1.0) / 2.0 * 255))  # 0.5 in the window [-1, 1] of 256 entries
     expected = [np.array(color.GetColor(i, rgba) and rgba[:3]) * 255 for i in (index - 1, index, index + 1)]
@@ -427,7 +351,7 @@ def test_scene_save_and_reload_keeps_everything(mrml, tmp_path):
     saved = sc.save_scene(mrml.scene, tmp_path / "scene" / "lrp.mrml")
     assert saved.scene_file.is_file() and all(p.is_file() for p in saved.data_files)
 
-    env = make_scene()
+    env = sc.headless_scene()
     env.scene.SetURL(str(saved.scene_file))
     assert env.scene.Import()
     scene = env.scene

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LRPSegmentationLib.caseio import load_case
 from LRPSegmentationLib.cli import main
 from LRPSegmentationLib.predict import dice, predict_case
 from LRPSegmentationLib.preprocess import PreprocessSpec
