@@ -14,7 +14,7 @@ through /proc/self/clear_refs before each run, after ``malloc_trim``) minus its 
 the run. It counts everything the run allocates (tensors, autograd graph, allocator slack), not only torch
 tensors; tracemalloc cannot see torch's CPU allocations.
 
-Usage: python benchmarks/bench_lrp.py [--quick] [--baseline-only] [--repeats 3] [--threads N]
+Usage: python benchmarks/bench_lrp.py [--quick | --sizes 96 192] [--baseline-only] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ def baseline(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[str,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"one small size {QUICK_SIZES[0]} instead of {SIZES}")
+    parser.add_argument("--sizes", type=int, nargs="*", help="in-plane sizes to run, e.g. 96 192 (depth 19)")
     parser.add_argument("--baseline-only", action="store_true", help="only forward, input gradient, peak memory")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -154,7 +155,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, repeats {args.repeats} (median)")
     model = make_model()
-    for shape in QUICK_SIZES if args.quick else SIZES:
+    shapes = QUICK_SIZES if args.quick else SIZES
+    if args.sizes:
+        shapes = [(1, 6, 19, size, size) for size in args.sizes]
+    for shape in shapes:
         x = torch.rand(shape)
         base = baseline(model, x, args.repeats)
         floor = (2 * base["F"] + base["B"]) / (base["F"] + base["B"])
