@@ -24,8 +24,9 @@ def save_preview(path: Path | str, images: np.ndarray, heatmap: np.ndarray | Non
                  title: str = "", threshold: float = 0.05) -> Path:
     """Write a 2x3 panel PNG for ``images`` (6, D, H, W) with an optional ``heatmap`` normalised to [-1, 1].
 
-    Heatmap values with |r| below ``threshold`` are transparent so the anatomy shows; red is positive relevance
-    (for the lesion), blue negative. Prediction outlines are yellow, ground-truth outlines green.
+    Each channel is shown divided by its own max |r| (as the paper's figures show filtered maps), and values below
+    ``threshold`` of it are transparent so the anatomy shows; red is positive relevance (for the lesion), blue
+    negative. Prediction outlines are yellow, ground-truth outlines green.
     """
     import matplotlib
 
@@ -40,7 +41,9 @@ def save_preview(path: Path | str, images: np.ndarray, heatmap: np.ndarray | Non
         low, high = np.percentile(image, (1, 99)) if image.any() else (0.0, 1.0)
         axis.imshow(image, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), aspect=aspect)
         if heatmap is not None:
-            layer = np.ma.masked_where(np.abs(heatmap[channel, z]) < threshold, heatmap[channel, z])
+            peak = float(np.abs(heatmap[channel]).max()) or 1.0
+            shown_map = heatmap[channel, z] / peak
+            layer = np.ma.masked_where(np.abs(shown_map) < threshold, shown_map)
             shown = axis.imshow(layer, cmap="bwr", vmin=-1, vmax=1, alpha=0.75, aspect=aspect)
         for mask, colour in ((prediction, "yellow"), (ground_truth, "lime")):
             if mask is not None and mask[z].any():
@@ -48,7 +51,7 @@ def save_preview(path: Path | str, images: np.ndarray, heatmap: np.ndarray | Non
         axis.set_title(name)
         axis.set_axis_off()
     if heatmap is not None:
-        figure.colorbar(shown, ax=axes, shrink=0.6, label="relevance / max|R_c|")
+        figure.colorbar(shown, ax=axes, shrink=0.6, label="relevance / its max |R_c| per modality")
     figure.suptitle(f"{title}  (slice {z}; yellow: prediction, green: ground truth)".strip())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
