@@ -37,9 +37,10 @@ class RuleError(ValueError):
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """``z + epsilon * sign(z)`` with ``sign(0) = +1``: the denominator never vanishes and keeps its sign."""
-    eps = z.new_tensor(epsilon)
-    return torch.where(z >= 0, eps, -eps).add_(z)
+    """``z + epsilon * sign(z)`` with ``sign(+0) = +1``: the denominator never vanishes and keeps its sign.
+
+    Two element-wise passes (copysign, add); this runs once per layer in every explanation."""
+    return torch.copysign(z.new_tensor(epsilon), z).add_(z)
 
 
 def _share(relevance: torch.Tensor, z: torch.Tensor, epsilon: float) -> torch.Tensor:
