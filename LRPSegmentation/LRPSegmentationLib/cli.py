@@ -93,8 +93,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     prediction = predict_case(case, loaded, args.device, notify=progress.note)
     progress("write", 0.9, f"writing to {args.out}")
     with ResultWriter(args.out, overwrite=args.overwrite) as out:
-        out.volume("prediction_probability.nii.gz", prediction.probability, case.geometry)
-        out.volume("prediction_mask.nii.gz", prediction.mask, case.geometry)
+        out.prediction(prediction.probability, prediction.mask, case.geometry)
         out.json("prediction.json", {"case": case.case_id, "dice": prediction.dice, "device": prediction.device,
                                      "lesion_voxels": int(prediction.mask.sum()), "model": str(loaded.path),
                                      "model_sha256": loaded.sha256, "package_version": __version__})
@@ -124,7 +123,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from .caseio import load_case
     from .explain import explain_case
     from .modalities import MODALITIES
-    from .outputs import ResultWriter
+    from .outputs import ResultWriter, relevance_file
     from .preview import save_preview
     from .weights import load_model
 
@@ -142,11 +141,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
                            smoothing=args.smoothing)
     progress("write", 0.8, f"writing to {args.out}")
     with ResultWriter(args.out, overwrite=args.overwrite) as out:
-        out.volume("prediction_probability.nii.gz", result.prediction.probability, case.geometry)
-        out.volume("prediction_mask.nii.gz", result.prediction.mask, case.geometry)
+        out.prediction(result.prediction.probability, result.prediction.mask, case.geometry)
         for channel, modality in enumerate(MODALITIES):
-            out.volume(f"relevance_{modality}.nii.gz", result.relevance[channel], case.geometry)
-            out.volume(f"relevance_{modality}_filtered.nii.gz", filtered.normalised[channel], case.geometry)
+            out.volume(relevance_file(modality), result.relevance[channel], case.geometry)
+            out.volume(relevance_file(modality, filtered=True), filtered.normalised[channel], case.geometry)
         out.json("scores.json", {"case": case.case_id, "dice": result.prediction.dice, **scores.to_dict()})
         write_csv(out.path("scores.csv"), [{"case": case.case_id, **row} for row in scores.to_rows()])
         out.json("provenance.json", {**result.provenance, "in_chain_removed_fraction": result.tap_removed,
@@ -362,7 +360,7 @@ def add_explain_options(sub: argparse.ArgumentParser, with_filter: bool = True) 
     sub.add_argument("--rule", choices=sorted(PRESETS), default=DEFAULT_PRESET, help="LRP rule preset")
     sub.add_argument("--target", choices=[k.value for k in TargetKind], default="lesion-logits",
                      help="what is explained (the starting relevance on the logits)")
-    sub.add_argument("--mask", help="mask file for --target mask (on the model grid)")
+    sub.add_argument("--mask", help="mask file for --target mask (on the case's grid, or on the model grid)")
     sub.add_argument("--voxel", help="d,h,w model-grid index for --target voxel (or the seed of component)")
     sub.add_argument("--component", type=int, help="rank by size for --target component (0 = largest)")
     if with_filter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Callable
 
@@ -17,10 +17,10 @@ from .caseio import Case
 from .devices import resolve_device, run_with_cpu_fallback
 from .lrp import DEFAULT_PRESET, explain, get_composite
 from .lrp.filters import AmplitudeFilter, FilterKind, Normalization, filter_map, tap_filter
-from .lrp.targets import Target
+from .lrp.targets import Target, TargetKind
 from .metrics import ExplanationScores, score_explanation
 from .predict import Prediction, prediction_from_probability
-from .preprocess import Interpolation, PreprocessSpec, prepare_input, to_native
+from .preprocess import Interpolation, PreprocessSpec, prepare_input, resize, to_native
 from .weights import LoadedModel
 
 
@@ -74,23 +74,39 @@ class CaseExplanation:
                                  output_relevance_sum=self.start_relevance_sum, **options)
 
 
+def target_on_model_grid(target: Target, case: Case, spec: PreprocessSpec) -> Target:
+    """``target`` as the model sees it: masks given on the case's native grid resized (nearest) to the model grid,
+    and false-positive / false-negative targets scored against this case's own ground truth (so one target serves
+    every case of a sweep)."""
+    def on_grid(mask: np.ndarray | None) -> np.ndarray | None:
+        if mask is None or spec.size is None or mask.shape != case.geometry.shape:
+            return mask
+        return resize(mask.astype(np.float32), spec.size, Interpolation.NEAREST) > 0.5
+
+    truth = target.ground_truth
+    if target.kind in (TargetKind.FALSE_POSITIVE, TargetKind.FALSE_NEGATIVE) and case.ground_truth is not None:
+        truth = case.ground_truth
+    return replace(target, mask=on_grid(target.mask), ground_truth=on_grid(truth))
+
+
 def explain_case(case: Case, loaded: LoadedModel, settings: ExplainSettings = ExplainSettings(),
                  device: str | torch.device = "auto",
                  notify: Callable[[str], None] | None = None) -> CaseExplanation:
     """Predict and explain one case; the relevance comes back on the case's native grid."""
     spec = PreprocessSpec.from_dict(loaded.info.preprocess)
     x = prepare_input(case.images, spec)
+    target = target_on_model_grid(settings.target, case, spec)
     in_chain = settings.where == FilterPlacement.LAYERS and settings.filter.kind != FilterKind.NONE
     started = time.perf_counter()
 
     def run(target_device: torch.device):
-        return explain(loaded.model.to(target_device), x.to(target_device), settings.target.start_relevance,
+        return explain(loaded.model.to(target_device), x.to(target_device), target.start_relevance,
                        settings.preset, tap_filter=tap_filter(settings.filter) if in_chain else None,
                        taps=settings.taps if in_chain else None)
 
     result, used = run_with_cpu_fallback(run, resolve_device(device), notify)
     seconds = time.perf_counter() - started
-    probability = torch.softmax(result.output.detach().float(), dim=1)[0, settings.target.lesion_class]
+    probability = torch.softmax(result.output.detach().float(), dim=1)[0, target.lesion_class]
     prediction = prediction_from_probability(case, probability.cpu().numpy(), str(used))
     relevance = to_native(result.relevance.detach()[0].float().cpu(), case.geometry.shape, Interpolation.LINEAR)
     provenance = {

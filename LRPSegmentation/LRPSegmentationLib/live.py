@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 
 from . import scene as sc
+from .caseio import load_case, read_volume
 from .geometry import Geometry
 from .lrp.filters import NO_FILTER, AmplitudeFilter, FilteredMap, NormalisedMap, Normalization, normalise_map
 from .metrics import EmptyMaskWarning, ExplanationScores, ReferenceMasks, reference_masks, score_explanation
 from .modalities import MODALITIES
+from .outputs import MASK_FILE, relevance_file
 
 SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("modality", "Modality"),
@@ -79,13 +81,11 @@ def band_key(filt: AmplitudeFilter | str | None) -> AmplitudeFilter:
 
 def read_relevance(out_dir: Path | str) -> np.ndarray:
     """The raw (6, D, H, W) float32 relevance ``lrpseg explain`` wrote as ``relevance_<MOD>.nii.gz`` in ``out_dir``."""
-    from .caseio import read_volume
-
     out_dir = Path(out_dir)
-    missing = [m for m in MODALITIES if not (out_dir / f"relevance_{m}.nii.gz").is_file()]
+    missing = [m for m in MODALITIES if not (out_dir / relevance_file(m)).is_file()]
     if missing:
-        raise LiveError(f"{out_dir}: no relevance_{missing[0]}.nii.gz; run 'lrpseg explain' into this folder first.")
-    return np.stack([read_volume(out_dir / f"relevance_{m}.nii.gz")[0] for m in MODALITIES]).astype(np.float32)
+        raise LiveError(f"{out_dir}: no {relevance_file(missing[0])}; run 'lrpseg explain' into this folder first.")
+    return np.stack([read_volume(out_dir / relevance_file(m))[0] for m in MODALITIES]).astype(np.float32)
 
 
 UPDATE_STEPS: tuple[str, ...] = ("filter", "scores", "voxels", "table")
@@ -194,11 +194,9 @@ class LiveExplanation:
     def from_run_folder(cls, scene, out_dir: Path | str, case_dir: Path | str,
                         backgrounds: Mapping[str, Any] | None = None, reference=None) -> LiveExplanation:
         """From the folders of a finished ``lrpseg explain`` run: its inputs ``case_dir`` and outputs ``out_dir``."""
-        from .caseio import load_case, read_volume
-
         case = load_case(case_dir)
         relevance = read_relevance(out_dir)
-        mask_file = Path(out_dir) / "prediction_mask.nii.gz"
+        mask_file = Path(out_dir) / MASK_FILE
         prediction = read_volume(mask_file)[0] if mask_file.is_file() else None
         if relevance.shape[1:] != case.geometry.shape:
             raise LiveError(f"The relevance maps in {out_dir} do not match the grid of {case_dir}; run again.")

@@ -14,6 +14,15 @@ from .caseio import write_volume
 from .geometry import Geometry
 
 
+PROBABILITY_FILE = "prediction_probability.nii.gz"
+MASK_FILE = "prediction_mask.nii.gz"
+
+
+def relevance_file(modality: str, filtered: bool = False) -> str:
+    """Name of a modality's relevance map in a result folder: raw, or filtered and normalised to [-1, 1]."""
+    return f"relevance_{modality}{'_filtered' if filtered else ''}.nii.gz"
+
+
 class OutputExistsError(ValueError):
     """Result files would replace existing ones."""
 
@@ -45,6 +54,11 @@ class ResultWriter:
 
     def volume(self, name: str, array: np.ndarray, geometry: Geometry) -> None:
         write_volume(array, geometry, self.path(name))
+
+    def prediction(self, probability: np.ndarray, mask: np.ndarray, geometry: Geometry) -> None:
+        """The lesion probability and mask on the native grid."""
+        self.volume(PROBABILITY_FILE, probability, geometry)
+        self.volume(MASK_FILE, mask, geometry)
 
     def json(self, name: str, values: Any) -> None:
         self.path(name).write_text(json.dumps(values, indent=2, default=_json_default) + "\n")

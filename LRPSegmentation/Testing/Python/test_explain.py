@@ -97,3 +97,17 @@ def test_bundled_model_relevance_follows_the_known_explanation():
         assert inside > 0.5 and inside > 10 * region.mean(), (inside, region.mean())
         share = dict(zip(MODALITIES, np.abs(result.relevance).reshape(6, -1).sum(axis=1)))
         assert share["ADC"] + share["Tmax"] > 2 * (share["rCBF"] + share["rCBV"]), share
+
+
+def test_native_grid_masks_and_each_cases_ground_truth_reach_the_model_grid(synthetic_case_dir, synthetic_dataset_dir,
+                                                                            tiny_model_file, tmp_path):
+    """The case grid (8x32x32) differs from the model grid (8x16x16): ground truth and user masks are resized."""
+    assert run("explain", str(synthetic_case_dir), "--model", str(tiny_model_file), "--out", str(tmp_path / "fn"),
+               "--target", "false-negative") == 0
+    truth = next(synthetic_case_dir.glob("*.OT.*/*.nii"))
+    assert run("explain", str(synthetic_case_dir), "--model", str(tiny_model_file), "--out", str(tmp_path / "m"),
+               "--target", "mask", "--mask", str(truth)) == 0
+    provenance = json.loads((tmp_path / "m" / "provenance.json").read_text())
+    assert provenance["explanation"]["target"]["kind"] == "mask"
+    assert run("sweep", str(synthetic_dataset_dir), "--model", str(tiny_model_file), "--out", str(tmp_path / "s"),
+               "--target", "false-negative", "--filters", "none;clamp:0.1") == 0
