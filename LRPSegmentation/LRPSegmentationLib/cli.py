@@ -113,7 +113,8 @@ def explain_settings(args: argparse.Namespace, case):
     voxel = tuple(int(v) for v in args.voxel.split(",")) if getattr(args, "voxel", None) else None
     target = Target(kind=args.target, mask=mask, voxel=voxel, component=getattr(args, "component", None),
                     ground_truth=case.ground_truth if args.target in ("false-positive", "false-negative") else None)
-    filt = AmplitudeFilter(args.filter, args.alpha_low, args.alpha) if args.filter != "none" else AmplitudeFilter()
+    kind = getattr(args, "filter", "none")  # sweep has no --filter: it sweeps a grid of them
+    filt = AmplitudeFilter(kind, args.alpha_low, args.alpha) if kind != "none" else AmplitudeFilter()
     taps = tuple(args.taps.split(",")) if getattr(args, "taps", None) else None
     return ExplainSettings(preset=args.rule, target=target, filter=filt, where=FilterPlacement(args.where),
                            taps=taps, normalization=Normalization(args.normalization))
@@ -201,7 +202,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     models = [load_model(path) for path in (args.model or [None])]
     filters = (default_filters() if args.filters == "paper"
                else tuple(AmplitudeFilter.parse(spec) for spec in args.filters.split(";")))
-    args.filter, args.alpha, args.alpha_low = "none", 1.0, 0.0
     settings = explain_settings(args, cases[0])
     rows = sweep_rows(cases, models, filters, settings, args.device, progress=lambda f, m: progress("sweep", f, m),
                       lrp_threshold=args.lrp_threshold, input_threshold=args.input_threshold, smoothing=args.smoothing)
