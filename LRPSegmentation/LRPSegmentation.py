@@ -20,9 +20,10 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from LRPSegmentationLib import job as lrpjob
-from LRPSegmentationLib import scene as lrpscene
-from LRPSegmentationLib.modalities import MODALITIES
+from LRPSegmentationLib.mrml import job as lrpjob
+from LRPSegmentationLib.mrml import case as case_nodes
+from LRPSegmentationLib.mrml import nodes as scene_nodes
+from LRPSegmentationLib.data.modalities import MODALITIES
 
 MODULE_DIR = Path(__file__).resolve().parent
 SELECTOR_KEYS = {"ADC": "adc", "MTT": "mtt", "rCBF": "rcbf", "rCBV": "rcbv", "Tmax": "tmax", "TTP": "ttp"}
@@ -259,7 +260,7 @@ class LRPSegmentationLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self.job = None  # the running or last ChildJob
-        self.live = None  # the LiveExplanation of the last result (LRPSegmentationLib.live)
+        self.live = None  # the LiveExplanation of the last result (LRPSegmentationLib.mrml.live)
         self._pending = None
         self._dependenciesChecked = False
 
@@ -276,13 +277,13 @@ class LRPSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def loadCaseFolder(self, folder):
         """Load an ISLES (or flat ADC.nii.gz ...) case folder as six named volumes (+ OT labelmap): CaseNodes."""
-        nodes = lrpscene.load_case_folder(slicer.mrmlScene, folder)
+        nodes = case_nodes.load_case_folder(slicer.mrmlScene, folder)
         slicer.util.setSliceViewerLayers(background=nodes.volumes["ADC"], fit=True)
         return nodes
 
     def loadSyntheticSample(self, seed: int = 2017):
         """Generate (once, in the work folder) and load a synthetic ISLES-like case: CaseNodes."""
-        nodes = lrpscene.load_synthetic_case(slicer.mrmlScene, self.workFolder() / "SampleData", seed)
+        nodes = case_nodes.load_synthetic_case(slicer.mrmlScene, self.workFolder() / "SampleData", seed)
         slicer.util.setSliceViewerLayers(background=nodes.volumes["ADC"], fit=True)
         return nodes
 
@@ -315,7 +316,7 @@ class LRPSegmentationLogic(ScriptedLoadableModuleLogic):
         With ``where="layers"`` the filter band acts inside the chain (the result is cached per band); a final-map
         filter is never sent to the child: :meth:`applyFilter` applies it live.
         """
-        from LRPSegmentationLib.live import slider_filter
+        from LRPSegmentationLib.mrml.live import slider_filter
 
         if self.running:
             raise RuntimeError(_("A computation is already running; cancel it first."))
@@ -323,13 +324,13 @@ class LRPSegmentationLogic(ScriptedLoadableModuleLogic):
         request = lrpjob.ExplainRequest.in_new_run_folder(
             self.workFolder(), model=Path(modelPath) if modelPath else None, device=device, rule=rule,
             target=target, filter=band.kind.value, alpha=band.high, alpha_low=band.low, where=where)
-        lrpscene.write_case_folder(volumes, request.case_dir, groundTruth)
+        case_nodes.write_case_folder(volumes, request.case_dir, groundTruth)
         self.job, self._pending = lrpjob.start_explain(request, MODULE_DIR), (request, dict(volumes))
         return self.job
 
     def finish(self):
         """Import a finished job on the main thread: a new LiveExplanation, or an in-chain band for the current one."""
-        from LRPSegmentationLib.live import LiveExplanation
+        from LRPSegmentationLib.mrml.live import LiveExplanation
 
         if not self.job.succeeded:
             raise RuntimeError(self.job.error_message())
@@ -343,7 +344,7 @@ class LRPSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def applyFilter(self, kind: str = "none", alpha: float = 1.0, alphaLow: float = 0.0) -> list:
         """Filter the final map live (heatmap voxels and table updated in place); returns the table rows."""
-        from LRPSegmentationLib.live import score_rows, slider_filter
+        from LRPSegmentationLib.mrml.live import score_rows, slider_filter
 
         if self.live is None:
             raise ValueError(_("No explanation yet: run the model first."))
@@ -351,7 +352,7 @@ class LRPSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def showLayerFiltered(self, kind: str, alpha: float, alphaLow: float = 0.0):
         """Show the cached in-chain result of this band: its rows, or None when it must be computed first."""
-        from LRPSegmentationLib.live import score_rows, slider_filter
+        from LRPSegmentationLib.mrml.live import score_rows, slider_filter
 
         scores = self.live.apply_layers(slider_filter(kind, alpha, alphaLow))
         return None if scores is None else score_rows(scores, self.live.dice)
@@ -373,7 +374,7 @@ class LRPSegmentationTest(ScriptedLoadableModuleTest):
         nodes = LRPSegmentationLogic().loadSyntheticSample(seed=7)
         self.assertEqual(list(nodes.volumes), list(MODALITIES))
         self.assertIsNotNone(nodes.ground_truth)
-        self.assertEqual(lrpscene.output_nodes(slicer.mrmlScene), [])
+        self.assertEqual(scene_nodes.output_nodes(slicer.mrmlScene), [])
         self.delayDisplay("Synthetic case loaded")
 
     def test_ExplainAndFilter(self):

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "LRPSegmentation"))
 
 from LRPSegmentationLib.lrp import PRESETS, explain  # noqa: E402
 from LRPSegmentationLib.lrp.canonize import cached_canonical  # noqa: E402
-from LRPSegmentationLib.lrp.filters import tap_filter as make_tap_filter  # noqa: E402
-from LRPSegmentationLib.model import UNet3D, UNetConfig  # noqa: E402
+from LRPSegmentationLib.lrp.taps import tap_filter as make_tap_filter  # noqa: E402
+from LRPSegmentationLib.net.model import UNet3D, UNetConfig  # noqa: E402
 
 PAPER_TAP_FILTER = make_tap_filter("pass:0.4")  # the library's in-chain filter, pass [0, 0.4] at every tap
 

@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from LRPSegmentationLib.lrp.filters import AmplitudeFilter, normalise_map
-from LRPSegmentationLib.metrics import EmptyMaskWarning, reference_masks, score_explanation
+from LRPSegmentationLib.analysis.filters import AmplitudeFilter, normalise_map
+from LRPSegmentationLib.analysis.metrics import EmptyMaskWarning
+from LRPSegmentationLib.analysis.scores import reference_masks, score_explanation
 
 TARGET_MS = 30.0
 SHAPE = (6, 19, 192, 192)

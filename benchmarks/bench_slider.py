@@ -25,9 +25,9 @@ FILTERS = ("none", "pass:0.2", "pass:0.1,1", "clamp:0.05", "clamp:0.05,1")
 
 def explained_case(seed: int, model: str | None = None):
     """(explanation, model description): the synthetic case explained with ``model`` (default: the bundled model)."""
-    from LRPSegmentationLib import weights
-    from LRPSegmentationLib.explain import ExplainSettings, explain_case
-    from LRPSegmentationLib.synthetic import generate_case
+    from LRPSegmentationLib.net import weights
+    from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case
+    from LRPSegmentationLib.data.synthetic import generate_case
 
     loaded = weights.load_model(model)
     case = generate_case(seed, shape=SHAPE).to_case(f"synthetic_{seed}")
@@ -48,20 +48,22 @@ def main() -> None:
     parser.add_argument("--model", help="a model file instead of the bundled model")
     args = parser.parse_args()
 
-    from LRPSegmentationLib import scene as sc
-    from LRPSegmentationLib.live import UPDATE_STEPS, LiveExplanation
-    from LRPSegmentationLib.lrp.filters import AmplitudeFilter
-    from LRPSegmentationLib.metrics import EmptyMaskWarning
+    from LRPSegmentationLib.mrml import case as case_nodes
+    from LRPSegmentationLib.mrml import display as heatmap_display
+    from LRPSegmentationLib.mrml import headless as headless_mrml
+    from LRPSegmentationLib.mrml.live import UPDATE_STEPS, LiveExplanation
+    from LRPSegmentationLib.analysis.filters import AmplitudeFilter
+    from LRPSegmentationLib.analysis.metrics import EmptyMaskWarning
 
     warnings.simplefilter("ignore", EmptyMaskWarning)
     explanation, what = explained_case(args.seed, args.model)
-    headless = sc.headless_scene()
-    nodes = sc.add_case(headless.scene, explanation.case)
+    headless = headless_mrml.headless_scene()
+    nodes = case_nodes.add_case(headless.scene, explanation.case)
     started = time.perf_counter()
     live = LiveExplanation.from_explanation(headless.scene, explanation, nodes.volumes)
     setup = time.perf_counter() - started
     live.show(opacity=0.6)
-    views = [headless.slice_logic(view, 256, 256) for view in sc.GRID_VIEW_NAMES]  # observe the heatmaps
+    views = [headless.slice_logic(view, 256, 256) for view in heatmap_display.GRID_VIEW_NAMES]  # observe the heatmaps
 
     print(f"relevance {explanation.relevance.shape} float32 from {what}")
     print(f"scene: 6 modality volumes, 6 heatmap nodes, scores table, 2x3 layout with 6 slice logics; "
@@ -101,7 +103,7 @@ def main() -> None:
         live.apply(bands[len(renders) % len(bands)])
         wall = time.perf_counter()
         for logic in views:
-            sc.blend_view(logic)
+            headless_mrml.blend_view(logic)
         renders.append(time.perf_counter() - wall)
     print(f"not in the update: blending the six 256x256 slice views afterwards takes {median_ms(renders):.1f} ms")
 

@@ -23,9 +23,9 @@ VIEW_PIXELS = 300
 
 def explain(seed: int, model: str | None = None):
     """(explanation, model label): the synthetic case explained with ``model`` (default: the bundled model)."""
-    from LRPSegmentationLib import weights
-    from LRPSegmentationLib.explain import ExplainSettings, explain_case
-    from LRPSegmentationLib.synthetic import generate_case
+    from LRPSegmentationLib.net import weights
+    from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case
+    from LRPSegmentationLib.data.synthetic import generate_case
 
     loaded = weights.load_model(model)
     case = generate_case(seed, shape=SHAPE).to_case(f"synthetic_{seed}")
@@ -42,18 +42,20 @@ def outline(mask: np.ndarray) -> np.ndarray:
 
 def render_views(headless, live, slice_index: int) -> list[np.ndarray]:
     """RGB (rows top-down) of the six grid views at the axial slice ``slice_index``, with outlines."""
-    from LRPSegmentationLib import scene as sc
+    from LRPSegmentationLib.mrml import display as heatmap_display
+    from LRPSegmentationLib.mrml import headless as headless_mrml
+    from LRPSegmentationLib.mrml import nodes as scene_nodes
 
     masks = [(live.segmentation, np.array([255, 230, 30])), (live.ground_truth_segmentation, np.array([60, 230, 80]))]
-    prediction = None if live.segmentation is None else sc.segmentation_mask(live.segmentation, live.reference)
+    prediction = None if live.segmentation is None else scene_nodes.segmentation_mask(live.segmentation, live.reference)
     truth = live.references.ground_truth
-    centre = sc.ijk_to_ras(live.geometry) @ np.array([0.0, 0.0, slice_index, 1.0])
+    centre = scene_nodes.ijk_to_ras(live.geometry) @ np.array([0.0, 0.0, slice_index, 1.0])
     views = []
-    for view in sc.GRID_VIEW_NAMES:
+    for view in heatmap_display.GRID_VIEW_NAMES:
         logic = headless.slice_logic(view, VIEW_PIXELS, VIEW_PIXELS)
         logic.GetSliceNode().JumpSliceByOffsetting(*centre[:3])
-        rgb = sc.blend_view(logic)[..., :3].copy()
-        kji, inside = sc.view_voxels(logic, live.heatmaps["ADC"])
+        rgb = headless_mrml.blend_view(logic)[..., :3].copy()
+        kji, inside = headless_mrml.view_voxels(logic, live.heatmaps["ADC"])
         index = tuple(kji[..., a] for a in range(3))
         for mask, (node, colour) in zip((prediction, truth), masks):
             if mask is not None and node is not None:
@@ -68,7 +70,7 @@ def save_figure(path: Path, views, live, title: str) -> Path:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from LRPSegmentationLib.modalities import MODALITIES
+    from LRPSegmentationLib.data.modalities import MODALITIES
 
     rows = {row["Modality"]: row for row in live.rows}
     figure, axes = plt.subplots(2, 3, figsize=(10.5, 7.9), dpi=100)
@@ -97,14 +99,15 @@ def main() -> None:
     parser.add_argument("--clamp", type=float, default=0.1, help="alpha of the clamp filter of the second image")
     args = parser.parse_args()
 
-    from LRPSegmentationLib import scene as sc
-    from LRPSegmentationLib.live import LiveExplanation, slider_filter
+    from LRPSegmentationLib.mrml import case as case_nodes
+    from LRPSegmentationLib.mrml import headless as headless_mrml
+    from LRPSegmentationLib.mrml.live import LiveExplanation, slider_filter
 
     started = time.perf_counter()
     explanation, label = explain(args.seed, args.model)
     print(f"explained with the {label} in {time.perf_counter() - started:.1f} s")
-    headless = sc.headless_scene()
-    nodes = sc.add_case(headless.scene, explanation.case)
+    headless = headless_mrml.headless_scene()
+    nodes = case_nodes.add_case(headless.scene, explanation.case)
     live = LiveExplanation.from_explanation(headless.scene, explanation, nodes.volumes)
     live.show(opacity=0.6)
     truth = live.references.ground_truth

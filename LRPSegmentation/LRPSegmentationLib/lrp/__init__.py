@@ -1,23 +1,18 @@
 """Layer-wise Relevance Propagation for the project's 3D U-Net (and similar conv/pool/concat networks).
 
 ``explain(model, x, start_relevance, preset)`` returns an :class:`Explanation` with the input-level
-relevance; rules (:mod:`.rules`), presets (:mod:`.presets`), BatchNorm folding (:mod:`.canonize`) and
-the engine (:mod:`.engine`) are one concept each.
+relevance; rules (:mod:`.rules`), presets (:mod:`.presets`), BatchNorm folding (:mod:`.canonize`), start
+relevance (:mod:`.targets`), taps and in-chain filters (:mod:`.taps`) and the engine (:mod:`.engine`) are one
+concept each. Everything here needs torch: the Slicer process never imports this package.
 """
 
-from .canonize import CanonizationError, canonize
-from .engine import (
-    Explanation,
-    ExplainInputError,
-    TapFilter,
-    TapRecord,
-    UnsupportedModelError,
-    available_taps,
-    default_taps,
-    explain,
-)
-from .presets import DEFAULT_PRESET, PRESETS, Composite, PresetError, get_composite
-from .rules import AlphaBeta, Epsilon, Gamma, Gradient, Norm, Pass, Rule, RuleError, ZBox, ZPlus
+from LRPSegmentationLib.lrp.canonize import CanonizationError, canonize
+from LRPSegmentationLib.lrp.engine import Explanation, explain
+from LRPSegmentationLib.lrp.errors import ExplainInputError, UnsupportedModelError
+from LRPSegmentationLib.lrp.taps import TapFilter, TapRecord, available_taps, default_taps
+from LRPSegmentationLib.lrp.presets import PRESETS, Composite, PresetError, get_composite
+from LRPSegmentationLib.options import DEFAULT_PRESET
+from LRPSegmentationLib.lrp.rules import AlphaBeta, Epsilon, Gamma, Gradient, Norm, Pass, Rule, RuleError, ZBox, ZPlus
 
 __all__ = [
     "DEFAULT_PRESET", "PRESETS", "AlphaBeta", "CanonizationError", "Composite", "Epsilon", "ExplainInputError",

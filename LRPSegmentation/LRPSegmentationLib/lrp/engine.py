@@ -20,7 +20,6 @@ How it works (zennit-style, but cheaper):
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,45 +28,16 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .canonize import cached_canonical
-from .presets import DEFAULT_PRESET, Composite, get_composite
-from .rules import LINEAR_TYPES, Gradient, Rule, ZBox
-
-TapFilter = Callable[[torch.Tensor], torch.Tensor]
-"""A filter applied to the whole relevance tensor at a tap; returns a tensor of the same shape."""
+from LRPSegmentationLib.lrp.canonize import cached_canonical
+from LRPSegmentationLib.lrp.errors import ExplainInputError, UnsupportedModelError
+from LRPSegmentationLib.lrp.presets import Composite, get_composite
+from LRPSegmentationLib.options import DEFAULT_PRESET
+from LRPSegmentationLib.lrp.rules import LINEAR_TYPES, Gradient, Rule, ZBox
+from LRPSegmentationLib.lrp.taps import (INPUT_TAP, TapFilter, TapRecord, input_arg_names, Tap, TapFunction,
+                                         available_taps, default_taps)
 
 StartRelevance = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 """The relevance put on the logits, or a function of the logits returning it."""
-
-INPUT_TAP = "input"
-
-
-class UnsupportedModelError(ValueError):
-    """The model does something the engine cannot propagate relevance through (names the layer/operation)."""
-
-
-class ExplainInputError(ValueError):
-    """Bad arguments to :func:`explain` (shapes, tap names, bounds)."""
-
-
-@dataclass(frozen=True)
-class TapRecord:
-    """Relevance at one tap, before and after its filter (equal where no filter was applied).
-
-    Signed sums are NaN at taps that were only filtered, not asked to be recorded (``record_taps``)."""
-
-    name: str
-    sum_before: float
-    sum_after: float
-    abs_before: float
-    abs_after: float
-    filtered: bool
-
-    @property
-    def removed_fraction(self) -> float:
-        """Share of the absolute relevance the filter removed (0 without a filter or without relevance)."""
-        return 0.0 if self.abs_before == 0 else 1.0 - self.abs_after / self.abs_before
-
 
 @dataclass
 class Explanation:
@@ -86,91 +56,10 @@ class Explanation:
         """Sum of the start relevance on the logits."""
         return self.taps["output"].sum_before if "output" in self.taps else float("nan")
 
-
-# --------------------------------------------------------------------------------------------
-# Tap names
-# --------------------------------------------------------------------------------------------
-
-
-def _input_arg_names(module: nn.Module) -> list[str]:
-    try:
-        params = inspect.signature(module.forward).parameters.values()
-    except (TypeError, ValueError):
-        return []
-    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return names if len(names) >= 2 else []
-
-
-def available_taps(model: nn.Module) -> list[str]:
-    """Every tap name: each submodule's output, ``<module>.<argument>`` for multi-input modules, ``input``."""
-    names: list[str] = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
-        names.append(name)
-        names += [f"{name}.{arg}" for arg in _input_arg_names(module)]
-    return names + [INPUT_TAP]
-
-
-def default_taps(model: nn.Module) -> list[str]:
-    """The paper's tap places (its Figure 2 green boxes), in backward order, named by the tensor the relevance
-    sits on: the head's output (the start relevance after the final activation), each decoder block's output
-    (the input of the head or of a transposed conv), each concatenation as a whole (a decoder block's input) and
-    its two parts, the deepest encoder's output (the first transposed conv's input), and the input. Not the
-    encoders that feed a max-pool (the paper never filters right after a max-pool) nor the transposed convs'
-    outputs (the same tensors as the concatenations' up parts: filtering both would filter twice).
-    For models without the U-Net layout, just ``input``."""
-    taps: list[str] = []
-    if isinstance(getattr(model, "head", None), nn.Module):
-        taps.append("head")
-    decoders, concats, encoders = (getattr(model, group, None) for group in ("decoders", "concats", "encoders"))
-    if isinstance(decoders, nn.ModuleList):
-        taps += [f"decoders.{k}" for k in range(len(decoders))]
-    if isinstance(concats, nn.ModuleList):
-        for k in range(len(concats)):
-            taps += [f"concats.{k}"] + [f"concats.{k}.{a}" for a in _input_arg_names(concats[k])]
-    if isinstance(encoders, nn.ModuleList) and len(encoders):
-        taps.append(f"encoders.{len(encoders) - 1}")
-    return taps + [INPUT_TAP]
-
-
 # --------------------------------------------------------------------------------------------
 # Autograd functions
 # --------------------------------------------------------------------------------------------
 
-
-class _Tap:
-    """One tap: applies the filter (if any) and records |relevance| before/after; signed sums only where asked
-    (``signed``), since every reduction is one more pass over the tensor."""
-
-    def __init__(self, name: str, filter_fn: TapFilter | None, records: dict[str, TapRecord],
-                 signed: bool = True) -> None:
-        self.name, self.filter_fn, self.records, self.signed = name, filter_fn, records, signed
-
-    def apply(self, relevance: torch.Tensor) -> torch.Tensor:
-        before = float(relevance.sum()) if self.signed else math.nan
-        abs_before = float(torch.linalg.vector_norm(relevance, 1))
-        out = relevance
-        if self.filter_fn is not None:
-            out = self.filter_fn(relevance)
-            if not isinstance(out, torch.Tensor) or out.shape != relevance.shape:
-                raise ExplainInputError(f"The tap filter must return a tensor shaped {tuple(relevance.shape)}.")
-            out = out.to(relevance.dtype)
-        after = before if out is relevance or not self.signed else float(out.sum())
-        abs_after = abs_before if out is relevance else float(torch.linalg.vector_norm(out, 1))
-        self.records[self.name] = TapRecord(self.name, before, after, abs_before, abs_after, self.filter_fn is not None)
-        return out
-
-
-class _TapFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor, tap: _Tap) -> torch.Tensor:
-        ctx.tap = tap
-        return tensor.view_as(tensor)
-
-    @staticmethod
-    def backward(ctx, relevance: torch.Tensor):
-        return ctx.tap.apply(relevance), None
 
 
 class _RuleFunction(torch.autograd.Function):
@@ -272,7 +161,7 @@ class _Session:
         self.module, self.composite, self.bounds = module, composite, bounds
         self.names = {m: n for n, m in module.named_modules()}
         self.records: dict[str, TapRecord] = {}
-        self.taps = {n: _Tap(n, tap_filter if n in filtered else None, self.records, n in signed)
+        self.taps = {n: Tap(n, tap_filter if n in filtered else None, self.records, n in signed)
                      for n in recorded}
         self.stack: list[nn.Module] = []
         self.calls: dict[nn.Module, int] = {}
@@ -347,13 +236,13 @@ class _Session:
                     "forward. Reused module instances cannot carry per-use LRP state; create one instance per use."
                 )
             self.stack.append(m)
-            arg_names = _input_arg_names(m)
+            arg_names = input_arg_names(m)
             if arg_names and any(f"{name}.{a}" in self.taps for a in arg_names):
                 bound = inspect.signature(m.forward).bind(*args, **kwargs)
                 for a in arg_names:
                     tap = self.taps.get(f"{name}.{a}")
                     if tap is not None and isinstance(bound.arguments.get(a), torch.Tensor):
-                        bound.arguments[a] = _TapFunction.apply(bound.arguments[a], tap)
+                        bound.arguments[a] = TapFunction.apply(bound.arguments[a], tap)
                 args, kwargs = bound.args, bound.kwargs
             if m in self.skip_ops and not any(True for _ in m.children()):
                 rule = self._resolve(name, m)
@@ -386,7 +275,7 @@ class _Session:
             if tap is not None and self.names[m]:
                 if not isinstance(output, torch.Tensor):
                     raise ExplainInputError(f"Tap {self.names[m]!r}: the module does not return one tensor.")
-                output = _TapFunction.apply(output, tap)
+                output = TapFunction.apply(output, tap)
             self.stack.pop()
             return output
         finally:
@@ -477,7 +366,7 @@ def explain(
             f"{tuple(start.shape) if isinstance(start, torch.Tensor) else type(start).__name__}."
         )
     start = start.detach().to(dtype=output.dtype, device=output.device)
-    _Tap("output", None, session.records).apply(start)
+    Tap("output", None, session.records).apply(start)
     if output.requires_grad:
         (relevance,) = torch.autograd.grad(output, x_req, start, allow_unused=True)
     else:

@@ -21,7 +21,8 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
-from .rules import LINEAR_TYPES, _LinearRule, AlphaBeta, Epsilon, Gamma, Gradient, Norm, Pass, Rule, ZBox, ZPlus
+
+from LRPSegmentationLib.lrp.rules import LINEAR_TYPES, _LinearRule, AlphaBeta, Epsilon, Gamma, Gradient, Norm, Pass, Rule, ZBox, ZPlus
 
 ELEMENTWISE_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
@@ -110,15 +111,6 @@ PRESETS: dict[str, Composite] = {
     "paper": Composite("paper", layers=ZPlus(), first_layer=ZBox(0.0, 1.0)),
 }
 """Named presets. :data:`DEFAULT_PRESET` is the recommended one."""
-
-DEFAULT_PRESET = "epsilon"
-"""Recommended, from measurements on the bundled model and synthetic cases with a known explanation (README):
-epsilon keeps ~99% of the positive relevance inside the lesion territory, ranks the two modalities that carry
-the most lesion signal (ADC, Tmax) first, stays near-conserving (0.8-0.9, biases absorb the rest) and costs
-no modified forward. Its first layer is input-dependent (never flat), so per-modality shares mean something.
-z+ (the paper's rule) on inputs that LeakyReLU made negative has near-zero denominators and gave conservation
-far from 1 on the trained model (the spiky "noise" the paper describes)."""
-
 
 def get_composite(preset: str | Composite) -> Composite:
     """The composite for a preset name (or the composite itself)."""

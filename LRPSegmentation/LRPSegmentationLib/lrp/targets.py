@@ -19,43 +19,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage
 
+from LRPSegmentationLib.options import TargetKind
+
 __all__ = ["TargetKind", "Target", "TargetError", "predicted_lesion", "connected_components"]
 
 
 class TargetError(ValueError):
     """A target that cannot be built for the given logits (empty selection, wrong shapes, missing inputs)."""
-
-
-class TargetKind(Enum):
-    """The starting-relevance options (see the module docstring for signs)."""
-
-    LESION_LOGITS = "lesion-logits"
-    """Lesion-class logit on the predicted lesion, zero elsewhere (default)."""
-    PROBABILITY = "probability"
-    """Lesion logit times the softmax lesion probability, on every voxel (a soft lesion mask)."""
-    EQUAL = "equal"
-    """Relevance 1 on the lesion channel of every predicted-lesion voxel (each voxel weighs the same)."""
-    WHOLE_OUTPUT = "whole-output"
-    """The whole output, every class and voxel (the paper's code)."""
-    COMPONENT = "component"
-    """Lesion logit on one connected component of the predicted lesion."""
-    MASK = "mask"
-    """Lesion logit inside a user mask."""
-    VOXEL = "voxel"
-    """Lesion logit of a single voxel."""
-    FALSE_POSITIVE = "false-positive"
-    """Lesion logit on predicted voxels outside the ground truth (why did the model over-segment?)."""
-    FALSE_NEGATIVE = "false-negative"
-    """Lesion logit on ground-truth voxels the model missed (what lesion evidence did it see there?)."""
-    CONTRASTIVE = "contrastive"
-    """Lesion minus the other classes' logits (their mean) on the predicted lesion."""
 
 
 _NEEDS_GT = (TargetKind.FALSE_POSITIVE, TargetKind.FALSE_NEGATIVE)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from LRPSegmentationLib.synthetic import SyntheticCase, generate_case, generate_dataset, write_isles_case
+from LRPSegmentationLib.data.synthetic import SyntheticCase, generate_case, generate_dataset, write_isles_case
 
 SMALL_SHAPE = (8, 32, 32)
 """(D, H, W) of the shared fixture cases: tiny, so that every test file stays fast."""
@@ -40,9 +40,9 @@ def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained UNet3D of base width 2 on a (8, 16, 16) grid, saved as a model file (seeded)."""
     import torch
 
-    from LRPSegmentationLib.model import UNet3D, UNetConfig
-    from LRPSegmentationLib.preprocess import PreprocessSpec
-    from LRPSegmentationLib.weights import ModelInfo, save_model
+    from LRPSegmentationLib.net.model import UNet3D, UNetConfig
+    from LRPSegmentationLib.net.preprocess import PreprocessSpec
+    from LRPSegmentationLib.net.weights import ModelInfo, save_model
 
     torch.manual_seed(3)
     model = UNet3D(UNetConfig(base_width=2)).eval()

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LRPSegmentationLib.caseio import Case, CaseError, find_case_files, load_case, read_volume, write_volume
-from LRPSegmentationLib.geometry import Geometry
-from LRPSegmentationLib.modalities import GROUND_TRUTH, MODALITIES
-from LRPSegmentationLib.synthetic import SyntheticCase, generate_case, write_isles_case
+from LRPSegmentationLib.data.caseio import Case, CaseError, find_case_files, load_case, read_volume, write_volume
+from LRPSegmentationLib.data.geometry import Geometry
+from LRPSegmentationLib.data.modalities import GROUND_TRUTH, MODALITIES
+from LRPSegmentationLib.data.synthetic import SyntheticCase, generate_case, write_isles_case
 
 
 def rotation(ax: float, ay: float, az: float) -> tuple[float, ...]:

@@ -6,19 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from LRPSegmentationLib.lrp.filters import (
+from LRPSegmentationLib.analysis.filters import (
     NO_FILTER,
     PAPER_CLAMP_GRID,
     PAPER_PASS_GRID,
     AmplitudeFilter,
     FilterError,
-    FilterKind,
-    Normalization,
     filter_map,
     normalise_map,
     paper_filters,
-    tap_filter,
 )
+from LRPSegmentationLib.lrp.taps import tap_filter
+from LRPSegmentationLib.options import FilterKind, RelevanceNormalization
 
 # exactly representable in float32, so band edges are tested exactly
 VALUES = [-1.0, -0.5, -0.25, -0.125, 0.0, 0.0625, 0.125, 0.25, 0.75, 1.0]
@@ -108,7 +107,7 @@ def test_filter_map_per_channel_vs_global():
     assert per.removed_fraction_total == pytest.approx(1 - (4 + 0.75) / (8 + 1.75))
     assert per.relevance.tolist() == [[0, 2, -1, 1], [0, -0.5, 0.25, 0]]
 
-    glob = filter_map(r, "pass:0.5", Normalization.GLOBAL)
+    glob = filter_map(r, "pass:0.5", RelevanceNormalization.GLOBAL)
     assert glob.channel_max.tolist() == [4.0, 1.0]
     assert glob.scale.tolist() == [4.0, 4.0]
     assert glob.normalised.tolist() == [[0, 0.5, -0.25, 0.25], [0.25, -0.125, 0.0625, 0]]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from LRPSegmentationLib.job import (ChildJob, ExplainRequest, JobError, ProgressEvent, child_environment,
+from LRPSegmentationLib.mrml.job import (ChildJob, ExplainRequest, JobError, ProgressEvent, child_environment,
                                     parse_progress)
 
 
@@ -19,7 +19,7 @@ def test_request_command_line_matches_the_cli_contract(tmp_path):
     request = ExplainRequest(tmp_path / "case", tmp_path / "out", model=tmp_path / "m.safetensors", device="cpu",
                              filter="clamp", alpha=0.4, alpha_low=0.05, where="layers", target="probability")
     command = request.command("/opt/PythonSlicer")
-    assert command[:4] == ["/opt/PythonSlicer", "-m", "LRPSegmentationLib.cli", "explain"]
+    assert command[:4] == ["/opt/PythonSlicer", "-m", "LRPSegmentationLib.pipeline.cli", "explain"]
     assert command[4] == str(tmp_path / "case")
     options = dict(zip(command[5::2], command[6::2]))
     assert options == {"--model": str(tmp_path / "m.safetensors"), "--out": str(tmp_path / "out"), "--device": "cpu",
@@ -80,7 +80,7 @@ def test_job_cancel_stops_the_child(tmp_path):
 
 
 def test_new_run_folder_request_and_child_start(tmp_path):
-    from LRPSegmentationLib.job import ExplainRequest, python_executable, start_explain
+    from LRPSegmentationLib.mrml.job import ExplainRequest, python_executable, start_explain
 
     first = ExplainRequest.in_new_run_folder(tmp_path / "work", device="cpu", filter="pass", alpha=0.3)
     second = ExplainRequest.in_new_run_folder(tmp_path / "work")
@@ -93,7 +93,7 @@ def test_new_run_folder_request_and_child_start(tmp_path):
 
 
 def test_missing_requirements_and_model_summary(tmp_path):
-    from LRPSegmentationLib.job import missing_requirements, model_summary
+    from LRPSegmentationLib.mrml.job import missing_requirements, model_summary
 
     assert missing_requirements({"json": "json", "no_such_module_xyz": "no-such-module-xyz>=1"}) == [
         "no-such-module-xyz>=1"]

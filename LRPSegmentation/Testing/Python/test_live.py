@@ -1,4 +1,4 @@
-"""The live view (LRPSegmentationLib.live) on a real slicer-core scene with a real (tiny, random) model's relevance."""
+"""The live view (LRPSegmentationLib.mrml.live) on a real slicer-core scene with a real (tiny, random) model's relevance."""
 
 from __future__ import annotations
 
@@ -12,16 +12,21 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is needed for the MRM
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the installed 'slicer' package has no MRML (install slicer-core)", allow_module_level=True)
 
-from LRPSegmentationLib import scene as sc  # noqa: E402
-from LRPSegmentationLib.caseio import Case  # noqa: E402
-from LRPSegmentationLib.cli import main as cli_main  # noqa: E402
-from LRPSegmentationLib.explain import ExplainSettings, explain_case  # noqa: E402
-from LRPSegmentationLib.live import LiveError, LiveExplanation, band_key, score_rows  # noqa: E402
-from LRPSegmentationLib.lrp.filters import AmplitudeFilter, filter_map  # noqa: E402
+from LRPSegmentationLib.mrml import case as case_nodes  # noqa: E402
+from LRPSegmentationLib.mrml import display as heatmap_display  # noqa: E402
+from LRPSegmentationLib.mrml import headless as headless_mrml  # noqa: E402
+from LRPSegmentationLib.mrml import nodes as scene_nodes  # noqa: E402
+from LRPSegmentationLib.mrml import tables as score_tables  # noqa: E402
+from LRPSegmentationLib.data.caseio import Case  # noqa: E402
+from LRPSegmentationLib.pipeline.cli import main as cli_main  # noqa: E402
+from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case  # noqa: E402
+from LRPSegmentationLib.mrml.live import LiveError, LiveExplanation, band_key, score_rows  # noqa: E402
+from LRPSegmentationLib.analysis.filters import AmplitudeFilter, filter_map  # noqa: E402
 from LRPSegmentationLib.lrp.targets import Target  # noqa: E402
-from LRPSegmentationLib.metrics import EmptyMaskWarning, score_explanation  # noqa: E402
-from LRPSegmentationLib.modalities import MODALITIES  # noqa: E402
-from LRPSegmentationLib.weights import load_model  # noqa: E402
+from LRPSegmentationLib.analysis.metrics import EmptyMaskWarning  # noqa: E402
+from LRPSegmentationLib.analysis.scores import score_explanation  # noqa: E402
+from LRPSegmentationLib.data.modalities import MODALITIES  # noqa: E402
+from LRPSegmentationLib.net.weights import load_model  # noqa: E402
 
 FILTERS = [AmplitudeFilter(), AmplitudeFilter.pass_band(0.3), AmplitudeFilter.clamp_band(0.05, 0.5)]
 
@@ -36,12 +41,12 @@ def explanation(synthetic_case, tiny_model_file):
 
 @pytest.fixture
 def mrml():
-    return sc.headless_scene()
+    return headless_mrml.headless_scene()
 
 
 @pytest.fixture
 def live(mrml, explanation):
-    nodes = sc.add_case(mrml.scene, explanation.case)
+    nodes = case_nodes.add_case(mrml.scene, explanation.case)
     result = LiveExplanation.from_explanation(mrml.scene, explanation, nodes.volumes)
     result.case_nodes = nodes
     return result
@@ -79,50 +84,50 @@ def test_apply_writes_the_filtered_map_and_its_scores(live, explanation, filt):
     scores = live.apply(filt)
     expected = filter_map(explanation.relevance, filt)
     for channel, modality in enumerate(MODALITIES):
-        np.testing.assert_array_equal(sc.array_from_node(live.heatmaps[modality]), expected.normalised[channel])
+        np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps[modality]), expected.normalised[channel])
         window = live.heatmaps[modality].GetDisplayNode()
         assert window.GetWindow() == pytest.approx(2 * max(filt.high, 1e-3))
         assert not window.GetAutoWindowLevel()
     assert scores.filter == filt.label and live.filter == filt and live.where == "output"
     assert live.dice == pytest.approx(explanation.prediction.dice)
-    assert_rows_equal(sc.table_rows(live.table), expected_rows(explanation, filt, live.dice))
+    assert_rows_equal(score_tables.table_rows(live.table), expected_rows(explanation, filt, live.dice))
     assert live.timing.total > 0 and live.timing.step("scores") > 0 and live.timing.total_cpu >= 0
 
 
 def test_overlay_pixels_follow_a_filter_change(mrml, live):
     live.show(single_view=False, opacity=0.0)
-    assert mrml.layout.GetLayoutNode().GetViewArrangement() == sc.GRID_LAYOUT_ID
+    assert mrml.layout.GetLayoutNode().GetViewArrangement() == heatmap_display.GRID_LAYOUT_ID
     logic = mrml.slice_logic("LRPTmax", 40, 40)
     k = int(np.argmax(live.references.ground_truth.sum(axis=(1, 2))))  # the slice with most lesion
-    centre = sc.ijk_to_ras(live.geometry) @ np.array([0.0, 0.0, k, 1.0])
+    centre = scene_nodes.ijk_to_ras(live.geometry) @ np.array([0.0, 0.0, k, 1.0])
     logic.GetSliceNode().JumpSliceByOffsetting(*centre[:3])  # through voxel centres: no ambiguous pixels
     assert logic.GetSliceCompositeNode().GetForegroundVolumeID() == live.heatmaps["Tmax"].GetID()
     assert logic.GetSliceCompositeNode().GetBackgroundVolumeID() == live.backgrounds["Tmax"].GetID()
-    anatomy = sc.blend_view(logic)[..., :3].astype(int)
+    anatomy = headless_mrml.blend_view(logic)[..., :3].astype(int)
 
     live.apply(None)
-    sc.set_foreground_opacity(mrml.scene, 1.0)
-    before = sc.blend_view(logic)[..., :3].astype(int)
-    voxels, clear = sc.view_voxels(logic, live.heatmaps["Tmax"], margin=0.1)
+    heatmap_display.set_foreground_opacity(mrml.scene, 1.0)
+    before = headless_mrml.blend_view(logic)[..., :3].astype(int)
+    voxels, clear = headless_mrml.view_voxels(logic, live.heatmaps["Tmax"], margin=0.1)
     index = tuple(voxels[..., a] for a in range(3))
-    shown_before = sc.array_from_node(live.heatmaps["Tmax"])[index].copy()
+    shown_before = scene_nodes.array_from_node(live.heatmaps["Tmax"])[index].copy()
 
     band = AmplitudeFilter.pass_band(0.1, 1.0)  # same window [-1, 1]: kept voxels keep their colour
     live.apply(band)
-    after = sc.blend_view(logic)[..., :3].astype(int)
-    shown_after = sc.array_from_node(live.heatmaps["Tmax"])[index]
+    after = headless_mrml.blend_view(logic)[..., :3].astype(int)
+    shown_after = scene_nodes.array_from_node(live.heatmaps["Tmax"])[index]
     dropped = clear & (shown_after == 0) & (np.abs(shown_before) > 0.05)  # was coloured (outside neutral band)
     kept = clear & (shown_after != 0)
     assert dropped.sum() >= 5 and kept.sum() >= 5, (dropped.sum(), kept.sum())
     assert np.all(np.abs(after[dropped] - anatomy[dropped]) <= 1)  # filtered away: the anatomy shows
     assert np.all(np.abs(before[dropped] - anatomy[dropped]).max(axis=-1) > 1)  # it was coloured before
     assert np.all(np.abs(after[kept] - before[kept]) <= 1)
-    sc.set_foreground_opacity(mrml.scene, 0.0)
-    np.testing.assert_array_equal(sc.blend_view(logic)[..., :3], anatomy)  # at opacity 0 no filter shows
+    heatmap_display.set_foreground_opacity(mrml.scene, 0.0)
+    np.testing.assert_array_equal(headless_mrml.blend_view(logic)[..., :3], anatomy)  # at opacity 0 no filter shows
 
 
 def test_user_nodes_untouched_and_outputs_reused(mrml, live, explanation):
-    inputs = {m: sc.array_from_node(n).copy() for m, n in live.case_nodes.volumes.items()}
+    inputs = {m: scene_nodes.array_from_node(n).copy() for m, n in live.case_nodes.volumes.items()}
     names = {m: n.GetName() for m, n in live.case_nodes.volumes.items()}
     for filt in FILTERS:
         live.apply(filt)
@@ -130,11 +135,11 @@ def test_user_nodes_untouched_and_outputs_reused(mrml, live, explanation):
     assert not live.segmentation.GetDisplayNode().GetVisibility()
     again = LiveExplanation.from_explanation(mrml.scene, explanation, live.case_nodes.volumes)
     for modality, node in live.case_nodes.volumes.items():
-        np.testing.assert_array_equal(sc.array_from_node(node), inputs[modality])
-        assert node.GetName() == names[modality] and node.GetAttribute(sc.OUTPUT_ATTRIBUTE) is None
+        np.testing.assert_array_equal(scene_nodes.array_from_node(node), inputs[modality])
+        assert node.GetName() == names[modality] and node.GetAttribute(scene_nodes.OUTPUT_ATTRIBUTE) is None
     assert again.heatmaps["ADC"] is live.heatmaps["ADC"] and again.table is live.table
     assert again.segmentation is live.segmentation
-    roles = [n.GetAttribute(sc.OUTPUT_ATTRIBUTE) for n in sc.output_nodes(mrml.scene)]
+    roles = [n.GetAttribute(scene_nodes.OUTPUT_ATTRIBUTE) for n in scene_nodes.output_nodes(mrml.scene)]
     assert len(roles) == len(set(roles)) == 6 + 2 + 1 + 1  # heatmaps, outlines, table, colour table
 
 
@@ -147,16 +152,16 @@ def test_layer_results_are_cached_per_band(live, explanation):
     assert live.has_layer_result(band) and live.layer_bands == (band_key(band),)
     scores = live.apply_layers(band)
     expected = filter_map(chained, None)
-    np.testing.assert_array_equal(sc.array_from_node(live.heatmaps["MTT"]), expected.normalised[1])
+    np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps["MTT"]), expected.normalised[1])
     assert live.where == "layers" and scores.filter == "none"
     reference = score_explanation(expected, explanation.case.images, explanation.case.ground_truth)
-    assert_rows_equal(sc.table_rows(live.table), score_rows(reference, live.dice))
+    assert_rows_equal(score_tables.table_rows(live.table), score_rows(reference, live.dice))
     live.max_layer_results = 2
     for high in (0.3, 0.4):
         live.add_layer_result(AmplitudeFilter.pass_band(high), chained)
     assert not live.has_layer_result(band) and len(live.layer_bands) == 2  # oldest dropped
     live.apply(None)  # back to the live path after showing a cached (read-only) map
-    np.testing.assert_array_equal(sc.array_from_node(live.heatmaps["MTT"]),
+    np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps["MTT"]),
                                   filter_map(explanation.relevance, None).normalised[1])
     live.clear_layer_results()
     assert live.layer_bands == ()
@@ -166,11 +171,11 @@ def test_from_run_folder_reads_the_cli_outputs(mrml, synthetic_case_dir, tiny_mo
     out = tmp_path / "out"
     assert cli_main(["explain", str(synthetic_case_dir), "--model", str(tiny_model_file), "--out", str(out),
                      "--target", "probability", "--device", "cpu", "--progress", "none"]) == 0
-    nodes = sc.load_case_folder(mrml.scene, synthetic_case_dir)
+    nodes = case_nodes.load_case_folder(mrml.scene, synthetic_case_dir)
     live = LiveExplanation.from_run_folder(mrml.scene, out, synthetic_case_dir, nodes.volumes)
     clamp = AmplitudeFilter.clamp_band(0.2)
     live.apply(clamp)
-    assert float(np.abs(sc.array_from_node(live.heatmaps["TTP"])).max()) <= 0.2 + 1e-6
+    assert float(np.abs(scene_nodes.array_from_node(live.heatmaps["TTP"])).max()) <= 0.2 + 1e-6
     assert live.dice is not None and live.segmentation is not None and live.ground_truth_segmentation is not None
     with pytest.raises(LiveError, match="relevance_ADC"):
         LiveExplanation.from_run_folder(mrml.scene, tmp_path, synthetic_case_dir)

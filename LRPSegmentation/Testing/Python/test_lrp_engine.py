@@ -24,7 +24,7 @@ from LRPSegmentationLib.lrp import (
     explain,
 )
 from LRPSegmentationLib.lrp.canonize import cached_canonical
-from LRPSegmentationLib.model import UNet3D, UNetConfig
+from LRPSegmentationLib.net.model import UNet3D, UNetConfig
 
 import zennit_reference as zr
 

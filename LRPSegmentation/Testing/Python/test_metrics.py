@@ -9,22 +9,9 @@ import warnings
 import numpy as np
 import pytest
 
-from LRPSegmentationLib.lrp.filters import normalise_map
-from LRPSegmentationLib.metrics import (
-    EmptyMaskWarning,
-    MetricsError,
-    binarise_input,
-    binarise_relevance,
-    conservation,
-    inclusivity,
-    modality_shares,
-    mu,
-    pointing_game,
-    reference_masks,
-    relevance_mass_accuracy,
-    relevance_rank_accuracy,
-    score_explanation,
-)
+from LRPSegmentationLib.analysis.filters import normalise_map
+from LRPSegmentationLib.analysis.metrics import EmptyMaskWarning, MetricsError, binarise_input, binarise_relevance, conservation, inclusivity, modality_shares, mu, pointing_game, relevance_mass_accuracy, relevance_rank_accuracy
+from LRPSegmentationLib.analysis.scores import reference_masks, score_explanation
 
 
 def test_inclusivity_both_directions_and_smoothing():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from LRPSegmentationLib.model import Concatenate, UNet3D, UNetConfig, count_parameters
+from LRPSegmentationLib.net.model import Concatenate, UNet3D, UNetConfig, count_parameters
 
 
 def test_paper_width_has_the_papers_parameter_count():

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from LRPSegmentationLib.preprocess import (SERIES_GRIDS, Interpolation, Normalization, PreprocessSpec, normalize,
+from LRPSegmentationLib.options import IntensityNormalization
+from LRPSegmentationLib.net.preprocess import (SERIES_GRIDS, Interpolation, PreprocessSpec, normalize,
                                            parse_size, prepare_input, prepare_label, resize, to_native)
 
 
@@ -11,7 +12,7 @@ def test_minmax_maps_each_channel_to_unit_range_and_constant_to_zero():
     rng = np.random.default_rng(0)
     images = rng.uniform(-5, 3000, (6, 4, 8, 8)).astype(np.float32)
     images[3] = 7.0
-    out = normalize(images, Normalization.MINMAX)
+    out = normalize(images, IntensityNormalization.MINMAX)
     assert out.dtype == np.float32
     for c in (0, 1, 2, 4, 5):
         assert out[c].min() == 0.0 and out[c].max() == pytest.approx(1.0)
@@ -22,7 +23,7 @@ def test_zscore_inside_brain_leaves_background_zero():
     rng = np.random.default_rng(1)
     images = np.zeros((6, 4, 8, 8), np.float32)
     images[:, :, 2:6, 2:6] = rng.normal(100, 10, (6, 4, 4, 4))
-    out = normalize(images, Normalization.ZSCORE)
+    out = normalize(images, IntensityNormalization.ZSCORE)
     brain = out[0][:, 2:6, 2:6]
     assert brain.mean() == pytest.approx(0, abs=1e-5) and brain.std() == pytest.approx(1, rel=1e-4)
     assert not out[:, :, :2].any()
@@ -62,6 +63,6 @@ def test_prepare_input_and_label_shapes():
 
 
 def test_spec_round_trip():
-    spec = PreprocessSpec(size=(19, 48, 48), normalization=Normalization.ZSCORE)
+    spec = PreprocessSpec(size=(19, 48, 48), normalization=IntensityNormalization.ZSCORE)
     assert PreprocessSpec.from_dict(spec.to_dict()) == spec
     assert PreprocessSpec.from_dict(PreprocessSpec(size=None).to_dict()).size is None

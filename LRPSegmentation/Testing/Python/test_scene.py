@@ -1,4 +1,4 @@
-"""The Qt-free MRML layer (LRPSegmentationLib.scene) on a real slicer-core scene: nodes, display, blending, saving."""
+"""The Qt-free MRML layer (LRPSegmentationLib.mrml.nodes) on a real slicer-core scene: nodes, display, blending, saving."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is needed for the MRM
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the installed 'slicer' package has no MRML (install slicer-core)", allow_module_level=True)
 
-from LRPSegmentationLib import scene as sc  # noqa: E402
-from LRPSegmentationLib.caseio import Case  # noqa: E402
-from LRPSegmentationLib.geometry import Geometry  # noqa: E402
-from LRPSegmentationLib.modalities import MODALITIES  # noqa: E402
+from LRPSegmentationLib.analysis import metrics  # noqa: E402
+from LRPSegmentationLib.mrml import case as case_nodes  # noqa: E402
+from LRPSegmentationLib.mrml import display as heatmap_display  # noqa: E402
+from LRPSegmentationLib.mrml import headless as headless_mrml  # noqa: E402
+from LRPSegmentationLib.mrml import nodes as scene_nodes  # noqa: E402
+from LRPSegmentationLib.mrml import tables as score_tables  # noqa: E402
+from LRPSegmentationLib.data.caseio import Case  # noqa: E402
+from LRPSegmentationLib.data.geometry import Geometry  # noqa: E402
+from LRPSegmentationLib.data.modalities import MODALITIES  # noqa: E402
 
 ROTATED = Geometry(
     shape=(4, 6, 5),
@@ -29,7 +34,7 @@ ROTATED = Geometry(
 
 @pytest.fixture
 def mrml():
-    env = sc.headless_scene()
+    env = headless_mrml.headless_scene()
     yield env
     del env
 
@@ -47,10 +52,10 @@ def synthetic_case(geometry: Geometry = ROTATED) -> Case:
 
 def test_volume_round_trip_keeps_rotated_geometry(mrml):
     array = np.arange(np.prod(ROTATED.shape), dtype=np.float32).reshape(ROTATED.shape)
-    node = sc.volume_node(mrml.scene, array, ROTATED, "oblique")
-    back = sc.geometry_of_node(node)
+    node = scene_nodes.volume_node(mrml.scene, array, ROTATED, "oblique")
+    back = scene_nodes.geometry_of_node(node)
     assert back.matches(ROTATED, tolerance=1e-6)
-    np.testing.assert_array_equal(sc.array_from_node(node), array)
+    np.testing.assert_array_equal(scene_nodes.array_from_node(node), array)
     # Slicer's RAS matrix is the LPS one with the first two rows negated
     import vtk
 
@@ -68,68 +73,68 @@ def test_volume_round_trip_keeps_rotated_geometry(mrml):
 
 
 def test_volume_node_refill_reuses_node_and_rejects_wrong_shape(mrml):
-    node = sc.volume_node(mrml.scene, np.zeros(ROTATED.shape, np.float32), ROTATED, "v")
+    node = scene_nodes.volume_node(mrml.scene, np.zeros(ROTATED.shape, np.float32), ROTATED, "v")
     image_before = node.GetImageData()
-    sc.volume_node(mrml.scene, np.ones(ROTATED.shape, np.float32), ROTATED, "v2", node=node)
+    scene_nodes.volume_node(mrml.scene, np.ones(ROTATED.shape, np.float32), ROTATED, "v2", node=node)
     assert node.GetImageData() is image_before and node.GetName() == "v2"
-    assert sc.array_from_node(node).sum() == np.prod(ROTATED.shape)
-    with pytest.raises(sc.SceneError, match="does not match grid"):
-        sc.volume_node(mrml.scene, np.ones((2, 2, 2), np.float32), ROTATED, "bad")
+    assert scene_nodes.array_from_node(node).sum() == np.prod(ROTATED.shape)
+    with pytest.raises(scene_nodes.SceneError, match="does not match grid"):
+        scene_nodes.volume_node(mrml.scene, np.ones((2, 2, 2), np.float32), ROTATED, "bad")
 
 
 # ------------------------------------------------------------------------------------------------- case I/O
 
 def test_case_to_nodes_and_back(mrml, tmp_path):
     case = synthetic_case()
-    nodes = sc.add_case(mrml.scene, case)
+    nodes = case_nodes.add_case(mrml.scene, case)
     assert list(nodes.volumes) == list(MODALITIES)
     for channel, modality in enumerate(MODALITIES):
         node = nodes.volumes[modality]
         assert node.GetName() == f"synthetic_7_{modality}"
-        assert node.GetAttribute(sc.MODALITY_ATTRIBUTE) == modality
-        assert node.GetAttribute(sc.OUTPUT_ATTRIBUTE) is None  # inputs are never module outputs
-        assert sc.geometry_of_node(node).matches(case.geometry, tolerance=1e-6)
-        np.testing.assert_array_equal(sc.array_from_node(node), case.images[channel])
+        assert node.GetAttribute(scene_nodes.MODALITY_ATTRIBUTE) == modality
+        assert node.GetAttribute(scene_nodes.OUTPUT_ATTRIBUTE) is None  # inputs are never module outputs
+        assert scene_nodes.geometry_of_node(node).matches(case.geometry, tolerance=1e-6)
+        np.testing.assert_array_equal(scene_nodes.array_from_node(node), case.images[channel])
     assert nodes.ground_truth.IsA("vtkMRMLLabelMapVolumeNode")
-    np.testing.assert_array_equal(sc.array_from_node(nodes.ground_truth), case.ground_truth)
+    np.testing.assert_array_equal(scene_nodes.array_from_node(nodes.ground_truth), case.ground_truth)
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml.scene)
     folder = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(nodes.volumes["TTP"]))
     assert hierarchy.GetItemName(folder) == "synthetic_7"
 
-    back = sc.case_from_nodes(nodes.volumes, nodes.ground_truth, case_id="again")
+    back = case_nodes.case_from_nodes(nodes.volumes, nodes.ground_truth, case_id="again")
     assert back.case_id == "again" and back.geometry.matches(case.geometry, tolerance=1e-5)
     np.testing.assert_allclose(back.images, case.images, rtol=1e-6)
     np.testing.assert_array_equal(back.ground_truth, case.ground_truth)
 
-    written = sc.write_case_folder(nodes.volumes, tmp_path / "case", nodes.ground_truth)
+    written = case_nodes.write_case_folder(nodes.volumes, tmp_path / "case", nodes.ground_truth)
     assert sorted(p.name for p in written.iterdir()) == sorted(f"{m}.nii.gz" for m in (*MODALITIES, "OT"))
 
 
 def test_case_from_nodes_needs_all_six(mrml):
-    nodes = sc.add_case(mrml.scene, synthetic_case())
+    nodes = case_nodes.add_case(mrml.scene, synthetic_case())
     partial = dict(nodes.volumes)
     partial["rCBV"] = None
-    with pytest.raises(sc.SceneError, match="rCBV"):
-        sc.case_from_nodes(partial)
+    with pytest.raises(scene_nodes.SceneError, match="rCBV"):
+        case_nodes.case_from_nodes(partial)
 
 
 def test_load_case_folder_from_isles_layout(mrml, tmp_path):
-    synthetic = pytest.importorskip("LRPSegmentationLib.synthetic")
+    synthetic = pytest.importorskip("LRPSegmentationLib.data.synthetic")
     generated = synthetic.generate_case(5, shape=(4, 16, 16))
     folder = synthetic.write_isles_case(generated, tmp_path, 2)
-    nodes = sc.load_case_folder(mrml.scene, folder)
+    nodes = case_nodes.load_case_folder(mrml.scene, folder)
     for channel, modality in enumerate(MODALITIES):
-        np.testing.assert_allclose(sc.array_from_node(nodes.volumes[modality]), generated.images[channel], rtol=1e-6)
-        assert sc.geometry_of_node(nodes.volumes[modality]).matches(generated.geometry, tolerance=1e-5)
-    np.testing.assert_array_equal(sc.array_from_node(nodes.ground_truth), generated.ground_truth)
+        np.testing.assert_allclose(scene_nodes.array_from_node(nodes.volumes[modality]), generated.images[channel], rtol=1e-6)
+        assert scene_nodes.geometry_of_node(nodes.volumes[modality]).matches(generated.geometry, tolerance=1e-5)
+    np.testing.assert_array_equal(scene_nodes.array_from_node(nodes.ground_truth), generated.ground_truth)
 
 
 def test_segmentation_ground_truth_exports_onto_reference(mrml):
     case = synthetic_case()
-    nodes = sc.add_case(mrml.scene, case)
-    segmentation = sc.segmentation_node(mrml.scene, case.ground_truth, case.geometry, "ground_truth",
+    nodes = case_nodes.add_case(mrml.scene, case)
+    segmentation = scene_nodes.segmentation_node(mrml.scene, case.ground_truth, case.geometry, "ground_truth",
                                         name="GT", reference=nodes.volumes["ADC"])
-    mask = sc.mask_from_node(segmentation, nodes.volumes["ADC"])
+    mask = scene_nodes.mask_from_node(segmentation, nodes.volumes["ADC"])
     np.testing.assert_array_equal(mask, case.ground_truth)
 
 
@@ -138,14 +143,14 @@ def test_segmentation_ground_truth_exports_onto_reference(mrml):
 def test_heatmap_node_display_settings(mrml):
     relevance = np.zeros(ROTATED.shape, np.float32)
     relevance[0, 0, 0], relevance[1, 1, 1] = 2.0, -0.5
-    node = sc.heatmap_node(mrml.scene, relevance, ROTATED, "Tmax")
-    assert node.GetAttribute(sc.OUTPUT_ATTRIBUTE) == "relevance_Tmax"
+    node = heatmap_display.heatmap_node(mrml.scene, relevance, ROTATED, "Tmax")
+    assert node.GetAttribute(scene_nodes.OUTPUT_ATTRIBUTE) == "relevance_Tmax"
     display = node.GetDisplayNode()
     assert display.GetAutoWindowLevel() == 0
     assert display.GetWindow() == pytest.approx(4.0) and display.GetLevel() == pytest.approx(0.0)
     assert display.GetInterpolate() == 0
     color = display.GetColorNode()
-    assert color.GetName() == sc.RELEVANCE_COLOR_NAME and color.GetNumberOfColors() == 256
+    assert color.GetName() == heatmap_display.RELEVANCE_COLOR_NAME and color.GetNumberOfColors() == 256
     rgba = [0.0] * 4
     alphas = []
     for index in range(256):
@@ -160,37 +165,37 @@ def test_heatmap_node_display_settings(mrml):
     bottom = tuple(rgba[:3])
     assert top[0] > top[2] and bottom[2] > bottom[0]  # red positive, blue negative
     # refilling keeps the node and its colour table, and the table is made once per scene
-    same = sc.heatmap_node(mrml.scene, relevance * 3, ROTATED, "Tmax", half_width=1.5)
+    same = heatmap_display.heatmap_node(mrml.scene, relevance * 3, ROTATED, "Tmax", half_width=1.5)
     assert same is node and node.GetDisplayNode().GetWindow() == pytest.approx(3.0)
-    assert len(sc.output_nodes(mrml.scene, "relevance_colors")) == 1
+    assert len(scene_nodes.output_nodes(mrml.scene, "relevance_colors")) == 1
 
 
 def test_update_heatmap_writes_in_place(mrml):
-    node = sc.heatmap_node(mrml.scene, np.ones(ROTATED.shape, np.float32), ROTATED, "ADC")
-    voxels = sc.array_from_node(node)
+    node = heatmap_display.heatmap_node(mrml.scene, np.ones(ROTATED.shape, np.float32), ROTATED, "ADC")
+    voxels = scene_nodes.array_from_node(node)
     modified = node.GetImageData().GetMTime()
-    sc.update_heatmap(node, np.full(ROTATED.shape, -0.25, np.float32), half_width=0.5)
-    assert np.shares_memory(voxels, sc.array_from_node(node))
+    heatmap_display.update_heatmap(node, np.full(ROTATED.shape, -0.25, np.float32), half_width=0.5)
+    assert np.shares_memory(voxels, scene_nodes.array_from_node(node))
     assert np.all(voxels == -0.25) and node.GetImageData().GetMTime() > modified
     assert node.GetDisplayNode().GetWindowLevelMin() == pytest.approx(-0.5)
-    with pytest.raises(sc.SceneError, match="shape"):
-        sc.update_heatmap(node, np.zeros((1, 2, 3)))
+    with pytest.raises(scene_nodes.SceneError, match="shape"):
+        heatmap_display.update_heatmap(node, np.zeros((1, 2, 3)))
 
 
 def test_overlay_pixels_follow_opacity_and_filter(mrml):
     geometry = Geometry(shape=(3, 8, 10), spacing=(1.0, 1.0, 2.0))
-    background = sc.volume_node(mrml.scene, np.full(geometry.shape, 100, np.float32), geometry, "ADC")
+    background = scene_nodes.volume_node(mrml.scene, np.full(geometry.shape, 100, np.float32), geometry, "ADC")
     background.GetDisplayNode().AutoWindowLevelOff()
     background.GetDisplayNode().SetWindowLevelMinMax(0, 200)  # 100 -> grey 127
     relevance = np.zeros(geometry.shape, np.float32)
     relevance[:, 1:4, 1:4] = 1.0  # positive block at the top of the window
     relevance[:, 5:7, 6:9] = -1.0  # negative block at the bottom
-    heatmap = sc.heatmap_node(mrml.scene, relevance, geometry, "ADC", reference=background)
-    sc.show_grid(mrml.scene, {"ADC": background}, {"ADC": heatmap}, opacity=0.0)
-    assert mrml.layout.GetLayoutNode().GetViewArrangement() == sc.GRID_LAYOUT_ID
+    heatmap = heatmap_display.heatmap_node(mrml.scene, relevance, geometry, "ADC", reference=background)
+    heatmap_display.show_grid(mrml.scene, {"ADC": background}, {"ADC": heatmap}, opacity=0.0)
+    assert mrml.layout.GetLayoutNode().GetViewArrangement() == heatmap_display.GRID_LAYOUT_ID
     logic = mrml.slice_logic("LRPADC", 30, 24)
     assert logic.GetSliceCompositeNode().GetForegroundVolumeID() == heatmap.GetID()
-    voxels, clear = sc.view_voxels(logic, heatmap, margin=0.1)  # no pixel near a voxel boundary
+    voxels, clear = headless_mrml.view_voxels(logic, heatmap, margin=0.1)  # no pixel near a voxel boundary
     value = relevance[tuple(voxels[..., a] for a in range(3))]  # the relevance each pixel shows
     positive, negative, neutral = clear & (value > 0), clear & (value < 0), clear & (value == 0)
     assert positive.sum() >= 9 and negative.sum() >= 6 and neutral.sum() >= 30
@@ -203,119 +208,119 @@ def test_overlay_pixels_follow_opacity_and_filter(mrml):
     blue = np.array(rgba[:3]) * 255
     grey = np.array([127, 127, 127])
 
-    pixels = sc.blend_view(logic)[..., :3].astype(float)
+    pixels = headless_mrml.blend_view(logic)[..., :3].astype(float)
     assert np.all(np.abs(pixels[clear] - grey) <= 1)  # opacity 0: only the anatomy
 
-    sc.set_foreground_opacity(mrml.scene, 1.0)
-    pixels = sc.blend_view(logic)[..., :3].astype(float)
+    heatmap_display.set_foreground_opacity(mrml.scene, 1.0)
+    pixels = headless_mrml.blend_view(logic)[..., :3].astype(float)
     assert np.all(np.abs(pixels[positive] - red) <= 1)
     assert np.all(np.abs(pixels[negative] - blue) <= 1)
     assert np.all(np.abs(pixels[neutral] - grey) <= 1)  # zero relevance is transparent
 
-    sc.set_foreground_opacity(mrml.scene, 0.5)
-    pixels = sc.blend_view(logic)[..., :3].astype(float)
+    heatmap_display.set_foreground_opacity(mrml.scene, 0.5)
+    pixels = headless_mrml.blend_view(logic)[..., :3].astype(float)
     assert np.all(np.abs(pixels[positive] - (red + grey) / 2) <= 2)
     assert np.all(np.abs(pixels[negative] - (blue + grey) / 2) <= 2)
     assert np.all(np.abs(pixels[neutral] - grey) <= 1)
 
     # a filter change rewrites the voxels in place: the negative block is filtered away, the positive one halved
     filtered = np.where(relevance > 0, 0.5, 0.0).astype(np.float32)
-    sc.update_heatmap(heatmap, filtered)
-    sc.set_foreground_opacity(mrml.scene, 1.0)
-    pixels = sc.blend_view(logic)[..., :3].astype(float)
+    heatmap_display.update_heatmap(heatmap, filtered)
+    heatmap_display.set_foreground_opacity(mrml.scene, 1.0)
+    pixels = headless_mrml.blend_view(logic)[..., :3].astype(float)
     assert np.all(np.abs(pixels[negative] - grey) <= 1)
     index = int(round((0.5 + 1.0) / 2.0 * 255))  # 0.5 in the window [-1, 1] of 256 entries
     expected = [np.array(color.GetColor(i, rgba) and rgba[:3]) * 255 for i in (index - 1, index, index + 1)]
     assert all(min(np.abs(p - e).max() for e in expected) <= 1 for p in pixels[positive])
     assert not np.allclose(pixels[positive], red, atol=5)
 
-    sc.show_single(mrml.scene, background, heatmap, opacity=0.25)
-    assert mrml.layout.GetLayoutNode().GetViewArrangement() == sc.ONE_UP_RED_LAYOUT_ID
-    red_composite = sc.composite_node(mrml.scene, "Red")
+    heatmap_display.show_single(mrml.scene, background, heatmap, opacity=0.25)
+    assert mrml.layout.GetLayoutNode().GetViewArrangement() == heatmap_display.ONE_UP_RED_LAYOUT_ID
+    red_composite = heatmap_display.composite_node(mrml.scene, "Red")
     assert red_composite.GetForegroundVolumeID() == heatmap.GetID()
     assert red_composite.GetForegroundOpacity() == pytest.approx(0.25)
 
 
 def test_grid_layout_pairs_each_modality_with_its_heatmap(mrml):
-    nodes = sc.add_case(mrml.scene, synthetic_case())
-    heatmaps = {m: sc.heatmap_node(mrml.scene, np.ones(ROTATED.shape, np.float32) * (i + 1), ROTATED, m)
+    nodes = case_nodes.add_case(mrml.scene, synthetic_case())
+    heatmaps = {m: heatmap_display.heatmap_node(mrml.scene, np.ones(ROTATED.shape, np.float32) * (i + 1), ROTATED, m)
                 for i, m in enumerate(MODALITIES)}
-    sc.show_grid(mrml.scene, nodes.volumes, heatmaps, opacity=0.7)
+    heatmap_display.show_grid(mrml.scene, nodes.volumes, heatmaps, opacity=0.7)
     description = mrml.layout.GetLayoutNode().GetCurrentLayoutDescription()
     assert description.count("vtkMRMLSliceNode") == 6
-    for modality, view in zip(MODALITIES, sc.GRID_VIEW_NAMES):
-        composite = sc.composite_node(mrml.scene, view)
+    for modality, view in zip(MODALITIES, heatmap_display.GRID_VIEW_NAMES):
+        composite = heatmap_display.composite_node(mrml.scene, view)
         assert composite.GetBackgroundVolumeID() == nodes.volumes[modality].GetID()
         assert composite.GetForegroundVolumeID() == heatmaps[modality].GetID()
         assert composite.GetForegroundOpacity() == pytest.approx(0.7)
         assert composite.GetLinkedControl()
     slice_names = {mrml.scene.GetNthNodeByClass(i, "vtkMRMLSliceNode").GetLayoutName()
                    for i in range(mrml.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode"))}
-    assert set(sc.GRID_VIEW_NAMES) <= slice_names
+    assert set(heatmap_display.GRID_VIEW_NAMES) <= slice_names
 
 
 # ------------------------------------------------------------------------------- segmentation, table, outputs
 
 def test_segmentation_node_and_dice(mrml):
     case = synthetic_case()
-    nodes = sc.add_case(mrml.scene, case)
+    nodes = case_nodes.add_case(mrml.scene, case)
     predicted = case.ground_truth.copy()
     predicted[1, 2, 1] = 0  # one voxel missed
     predicted[0, 0, 0] = 1  # one false positive
-    segmentation = sc.segmentation_node(mrml.scene, predicted, case.geometry, reference=nodes.volumes["ADC"])
-    assert segmentation.GetAttribute(sc.OUTPUT_ATTRIBUTE) == "prediction"
+    segmentation = scene_nodes.segmentation_node(mrml.scene, predicted, case.geometry, reference=nodes.volumes["ADC"])
+    assert segmentation.GetAttribute(scene_nodes.OUTPUT_ATTRIBUTE) == "prediction"
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
     display = segmentation.GetDisplayNode()
     assert display.GetVisibility2DOutline() and not display.GetVisibility2DFill()
-    mask = sc.segmentation_mask(segmentation, nodes.volumes["ADC"])
+    mask = scene_nodes.segmentation_mask(segmentation, nodes.volumes["ADC"])
     np.testing.assert_array_equal(mask, predicted)
     truth_voxels = int(case.ground_truth.sum())
     expected = 2 * (truth_voxels - 1) / (truth_voxels + truth_voxels)
-    assert sc.dice(mask, sc.array_from_node(nodes.ground_truth)) == pytest.approx(expected)
-    assert sc.dice(np.zeros(3), np.zeros(3)) == 1.0
+    assert metrics.dice(mask, scene_nodes.array_from_node(nodes.ground_truth)) == pytest.approx(expected)
+    assert metrics.dice(np.zeros(3), np.zeros(3)) == 1.0
     # re-running with an empty prediction refills the same node with an empty segment
-    again = sc.segmentation_node(mrml.scene, np.zeros(case.geometry.shape, np.uint8), case.geometry,
+    again = scene_nodes.segmentation_node(mrml.scene, np.zeros(case.geometry.shape, np.uint8), case.geometry,
                                  reference=nodes.volumes["ADC"])
     assert again is segmentation
-    assert sc.segmentation_mask(again, nodes.volumes["ADC"]).sum() == 0
+    assert scene_nodes.segmentation_mask(again, nodes.volumes["ADC"]).sum() == 0
 
 
 def test_scores_table_in_place_update(mrml):
     rows = [{"modality": m, "inclusivity": 0.1 * i, "share": None if i == 2 else 1 / 6} for i, m in enumerate(MODALITIES)]
-    table = sc.scores_table(mrml.scene, rows)
-    assert table.GetAttribute(sc.OUTPUT_ATTRIBUTE) == "scores"
-    read = sc.table_rows(table)
+    table = score_tables.scores_table(mrml.scene, rows)
+    assert table.GetAttribute(scene_nodes.OUTPUT_ATTRIBUTE) == "scores"
+    read = score_tables.table_rows(table)
     assert [r["modality"] for r in read] == list(MODALITIES)
     assert read[3]["inclusivity"] == pytest.approx(0.3) and math.isnan(read[2]["share"])
     column = table.GetTable().GetColumn(1)
     rows2 = [{**r, "inclusivity": r["inclusivity"] + 1} for r in rows]
-    assert sc.scores_table(mrml.scene, rows2) is table
+    assert score_tables.scores_table(mrml.scene, rows2) is table
     assert table.GetTable().GetColumn(1) is column  # same arrays, values overwritten
-    assert sc.table_rows(table)[3]["inclusivity"] == pytest.approx(1.3)
+    assert score_tables.table_rows(table)[3]["inclusivity"] == pytest.approx(1.3)
     rows3 = [{**r, "dice": 0.5} for r in rows]
-    sc.scores_table(mrml.scene, rows3)
-    assert table.GetNumberOfColumns() == 4 and sc.table_rows(table)[0]["dice"] == 0.5
-    with pytest.raises(sc.SceneError):
-        sc.scores_table(mrml.scene, [])
+    score_tables.scores_table(mrml.scene, rows3)
+    assert table.GetNumberOfColumns() == 4 and score_tables.table_rows(table)[0]["dice"] == 0.5
+    with pytest.raises(scene_nodes.SceneError):
+        score_tables.scores_table(mrml.scene, [])
 
 
 def test_outputs_are_tagged_and_removed_without_touching_inputs(mrml):
     case = synthetic_case()
-    nodes = sc.add_case(mrml.scene, case)
-    user_node = sc.volume_node(mrml.scene, np.zeros(case.geometry.shape, np.float32), case.geometry,
+    nodes = case_nodes.add_case(mrml.scene, case)
+    user_node = scene_nodes.volume_node(mrml.scene, np.zeros(case.geometry.shape, np.float32), case.geometry,
                                "Relevance ADC")  # the user's node with the module's default name
-    heatmap = sc.heatmap_node(mrml.scene, np.ones(case.geometry.shape, np.float32), case.geometry, "ADC",
+    heatmap = heatmap_display.heatmap_node(mrml.scene, np.ones(case.geometry.shape, np.float32), case.geometry, "ADC",
                               reference=nodes.volumes["ADC"])
     assert heatmap is not user_node
-    sc.scores_table(mrml.scene, [{"a": 1.0}], reference=nodes.volumes["ADC"])
+    score_tables.scores_table(mrml.scene, [{"a": 1.0}], reference=nodes.volumes["ADC"])
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml.scene)
     folder = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(heatmap))
     assert hierarchy.GetItemName(folder) == "LRPSegmentation"
     assert hierarchy.GetItemParent(folder) == hierarchy.GetItemParent(hierarchy.GetItemByDataNode(nodes.volumes["ADC"]))
-    assert sc.remove_outputs(mrml.scene, ["relevance_ADC"]) == 1
-    assert sc.output_node(mrml.scene, "relevance_ADC") is None and sc.output_node(mrml.scene, "scores") is not None
-    sc.remove_outputs(mrml.scene)
-    assert sc.output_nodes(mrml.scene) == []
+    assert scene_nodes.remove_outputs(mrml.scene, ["relevance_ADC"]) == 1
+    assert scene_nodes.output_node(mrml.scene, "relevance_ADC") is None and scene_nodes.output_node(mrml.scene, "scores") is not None
+    scene_nodes.remove_outputs(mrml.scene)
+    assert scene_nodes.output_nodes(mrml.scene) == []
     assert mrml.scene.IsNodePresent(user_node) and all(mrml.scene.IsNodePresent(n) for n in nodes.volumes.values())
 
 
@@ -328,39 +333,39 @@ def on_grid(node, geometry: Geometry) -> np.ndarray:
     """
     import SimpleITK as sitk
 
-    image = sc.geometry_of_node(node).to_image(sc.array_from_node(node))
+    image = scene_nodes.geometry_of_node(node).to_image(scene_nodes.array_from_node(node))
     reference = geometry.to_image(np.zeros(geometry.shape, np.float32))
     return sitk.GetArrayFromImage(sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor))
 
 
 def on_grid_mask(segmentation, reference, geometry: Geometry) -> np.ndarray:
-    mask = sc.segmentation_mask(segmentation, reference)
-    holder = sc.volume_node(reference.GetScene(), mask, sc.geometry_of_node(reference), "__mask__", labelmap=True)
+    mask = scene_nodes.segmentation_mask(segmentation, reference)
+    holder = scene_nodes.volume_node(reference.GetScene(), mask, scene_nodes.geometry_of_node(reference), "__mask__", labelmap=True)
     return on_grid(holder, geometry)
 
 
 def test_scene_save_and_reload_keeps_everything(mrml, tmp_path):
     case = synthetic_case()
-    nodes = sc.add_case(mrml.scene, case)
+    nodes = case_nodes.add_case(mrml.scene, case)
     relevance = np.linspace(-1, 1, int(np.prod(case.geometry.shape)), dtype=np.float32).reshape(case.geometry.shape)
-    heatmap = sc.heatmap_node(mrml.scene, relevance, case.geometry, "ADC", half_width=0.8,
+    heatmap = heatmap_display.heatmap_node(mrml.scene, relevance, case.geometry, "ADC", half_width=0.8,
                               reference=nodes.volumes["ADC"])
-    sc.segmentation_node(mrml.scene, case.ground_truth, case.geometry, reference=nodes.volumes["ADC"])
-    sc.scores_table(mrml.scene, [{"modality": m, "score": i / 10} for i, m in enumerate(MODALITIES)])
-    sc.show_grid(mrml.scene, nodes.volumes, {"ADC": heatmap}, opacity=0.6)
-    saved = sc.save_scene(mrml.scene, tmp_path / "scene" / "lrp.mrml")
+    scene_nodes.segmentation_node(mrml.scene, case.ground_truth, case.geometry, reference=nodes.volumes["ADC"])
+    score_tables.scores_table(mrml.scene, [{"modality": m, "score": i / 10} for i, m in enumerate(MODALITIES)])
+    heatmap_display.show_grid(mrml.scene, nodes.volumes, {"ADC": heatmap}, opacity=0.6)
+    saved = headless_mrml.save_scene(mrml.scene, tmp_path / "scene" / "lrp.mrml")
     assert saved.scene_file.is_file() and all(p.is_file() for p in saved.data_files)
 
-    env = sc.headless_scene()
+    env = headless_mrml.headless_scene()
     env.scene.SetURL(str(saved.scene_file))
     assert env.scene.Import()
     scene = env.scene
-    heatmap2 = sc.output_node(scene, "relevance_ADC")
+    heatmap2 = scene_nodes.output_node(scene, "relevance_ADC")
     np.testing.assert_allclose(on_grid(heatmap2, case.geometry), relevance)
     display = heatmap2.GetDisplayNode()
     assert display.GetAutoWindowLevel() == 0 and display.GetWindowLevelMax() == pytest.approx(0.8)
     color = display.GetColorNode()
-    assert color is not None and color.GetName() == sc.RELEVANCE_COLOR_NAME
+    assert color is not None and color.GetName() == heatmap_display.RELEVANCE_COLOR_NAME
     rgba = [0.0] * 4
     color.GetColor(127, rgba)
     assert rgba[3] == 0
@@ -368,20 +373,20 @@ def test_scene_save_and_reload_keeps_everything(mrml, tmp_path):
     assert rgba[3] == 1
     adc = scene.GetFirstNodeByName("synthetic_7_ADC")
     np.testing.assert_allclose(on_grid(adc, case.geometry), case.images[0])
-    assert adc.GetAttribute(sc.MODALITY_ATTRIBUTE) == "ADC"
-    segmentation = sc.output_node(scene, "prediction")
+    assert adc.GetAttribute(scene_nodes.MODALITY_ATTRIBUTE) == "ADC"
+    segmentation = scene_nodes.output_node(scene, "prediction")
     np.testing.assert_array_equal(on_grid_mask(segmentation, adc, case.geometry), case.ground_truth)
-    table = sc.output_node(scene, "scores")
-    assert [r["modality"] for r in sc.table_rows(table)] == list(MODALITIES)
-    assert sc.table_rows(table)[4]["score"] == pytest.approx(0.4)
+    table = scene_nodes.output_node(scene, "scores")
+    assert [r["modality"] for r in score_tables.table_rows(table)] == list(MODALITIES)
+    assert score_tables.table_rows(table)[4]["score"] == pytest.approx(0.4)
     layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
-    assert layout.GetViewArrangement() == sc.GRID_LAYOUT_ID
-    composite = sc.composite_node(scene, "LRPADC")
+    assert layout.GetViewArrangement() == heatmap_display.GRID_LAYOUT_ID
+    composite = heatmap_display.composite_node(scene, "LRPADC")
     assert composite.GetForegroundVolumeID() == heatmap2.GetID()
     assert composite.GetForegroundOpacity() == pytest.approx(0.6)
     del env
 
 
 def test_save_scene_rejects_other_suffix(mrml, tmp_path):
-    with pytest.raises(sc.SceneError, match=".mrml"):
-        sc.save_scene(mrml.scene, tmp_path / "scene.mrb")
+    with pytest.raises(scene_nodes.SceneError, match=".mrml"):
+        headless_mrml.save_scene(mrml.scene, tmp_path / "scene.mrb")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from LRPSegmentationLib.caseio import find_case_files, load_case
-from LRPSegmentationLib.modalities import GROUND_TRUTH, MODALITIES
-from LRPSegmentationLib.synthetic import (
+from LRPSegmentationLib.data.caseio import find_case_files, load_case
+from LRPSegmentationLib.data.modalities import GROUND_TRUTH, MODALITIES
+from LRPSegmentationLib.data.synthetic import (
     EXPLANATION_FILE,
     GENERATOR_VERSION,
     MODALITY_WEIGHTS,
@@ -198,7 +198,7 @@ def test_no_known_explanation_for_other_folders(tmp_path: Path) -> None:
 
 
 def test_existing_case_folders_are_never_overwritten(tmp_path):
-    from LRPSegmentationLib.synthetic import generate_dataset, write_isles_case
+    from LRPSegmentationLib.data.synthetic import generate_dataset, write_isles_case
 
     user_case = tmp_path / "training_2"
     user_case.mkdir()

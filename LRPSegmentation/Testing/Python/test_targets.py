@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from LRPSegmentationLib.lrp.targets import Target, TargetError, TargetKind, connected_components
+from LRPSegmentationLib.lrp.targets import Target, TargetError, connected_components
+from LRPSegmentationLib.options import TargetKind
 
 SPATIAL = (2, 4, 4)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from LRPSegmentationLib.model import UNet3D, UNetConfig
-from LRPSegmentationLib.preprocess import PreprocessSpec
-from LRPSegmentationLib.weights import (ModelInfo, WeightsError, bundled_model_path, load_model,
+from LRPSegmentationLib.net.model import UNet3D, UNetConfig
+from LRPSegmentationLib.net.preprocess import PreprocessSpec
+from LRPSegmentationLib.net.weights import (ModelInfo, WeightsError, bundled_model_path, load_model,
                                         read_metadata, save_model)
 
 

@@ -1,6 +1,6 @@
 """A long computation in a child process, polled from the GUI thread: command line, progress lines, cancel.
 
-The Slicer module runs ``lrpseg explain`` (as ``PythonSlicer -m LRPSegmentationLib.cli explain ...``) through
+The Slicer module runs ``lrpseg explain`` (as ``PythonSlicer -m LRPSegmentationLib.pipeline.cli explain ...``) through
 :class:`ChildJob`: a reader thread moves the child's output lines into a queue, and the GUI thread drains it with
 :meth:`ChildJob.poll` from a timer, so Slicer never blocks and nothing here touches MRML or Qt.
 """
@@ -67,7 +67,7 @@ class ExplainRequest:
 
     def command(self, python: str | None = None) -> list[str]:
         """Full command line running the CLI module with ``python`` (default: this interpreter)."""
-        return [python or sys.executable, "-m", "LRPSegmentationLib.cli", *self.arguments()]
+        return [python or sys.executable, "-m", "LRPSegmentationLib.pipeline.cli", *self.arguments()]
 
     @classmethod
     def in_new_run_folder(cls, work_folder: Path | str, **options) -> ExplainRequest:
@@ -218,7 +218,7 @@ def missing_requirements(requirements: Mapping[str, str] = PIP_REQUIREMENTS) -> 
 
 def model_summary(path: Path | str | None = None) -> str:
     """One line about a model file from its metadata (default: the bundled model); reads no weights, needs no torch."""
-    from . import weights
+    from LRPSegmentationLib.net import weights
 
     path = Path(path) if path else weights.bundled_model_path()
     info = weights.read_metadata(path)

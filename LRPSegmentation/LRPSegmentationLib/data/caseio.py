@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .geometry import Geometry
-from .modalities import GROUND_TRUTH, MODALITIES, canonical_modality, isles_modality
+from LRPSegmentationLib.data.geometry import Geometry
+from LRPSegmentationLib.data.modalities import GROUND_TRUTH, MODALITIES, canonical_modality, isles_modality
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 """File name endings read and written by this module (matched case-insensitively)."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .modalities import MODALITIES
+from LRPSegmentationLib.data.modalities import MODALITIES
 
 
 @dataclass(frozen=True)

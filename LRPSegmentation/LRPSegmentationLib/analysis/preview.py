@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .modalities import MODALITIES
+from LRPSegmentationLib.data.modalities import MODALITIES
 
 
 def lesion_slice(*masks: np.ndarray | None) -> int:

@@ -1,8 +1,8 @@
 """The live view of one explanation in a scene: re-filter the cached map, rewrite the heatmaps and the scores table.
 
 :class:`LiveExplanation` is the one owner of the live-view cache: the raw native-grid relevance (6, D, H, W), its
-presorted :class:`~LRPSegmentationLib.lrp.filters.NormalisedMap`, the
-:class:`~LRPSegmentationLib.metrics.ReferenceMasks` of the case, the module's heatmap, segmentation and table
+presorted :class:`~LRPSegmentationLib.analysis.filters.NormalisedMap`, the
+:class:`~LRPSegmentationLib.analysis.metrics.ReferenceMasks` of the case, the module's heatmap, segmentation and table
 nodes, and the in-chain ("layers") results per filter band, which are computed elsewhere (the Slicer module runs
 them in a child process) and handed in with :meth:`LiveExplanation.add_layer_result`.
 
@@ -23,13 +23,17 @@ from typing import Any
 
 import numpy as np
 
-from . import scene as sc
-from .caseio import load_case, read_volume
-from .geometry import Geometry
-from .lrp.filters import NO_FILTER, AmplitudeFilter, FilteredMap, NormalisedMap, Normalization, normalise_map
-from .metrics import EmptyMaskWarning, ExplanationScores, ReferenceMasks, reference_masks, score_explanation
-from .modalities import MODALITIES
-from .outputs import MASK_FILE, relevance_file
+from LRPSegmentationLib.analysis import metrics
+from LRPSegmentationLib.mrml import display
+from LRPSegmentationLib.mrml import nodes
+from LRPSegmentationLib.mrml import tables
+from LRPSegmentationLib.data.caseio import load_case, read_volume
+from LRPSegmentationLib.data.geometry import Geometry
+from LRPSegmentationLib.analysis.filters import NO_FILTER, AmplitudeFilter, FilteredMap, NormalisedMap, RelevanceNormalization, normalise_map
+from LRPSegmentationLib.analysis.metrics import EmptyMaskWarning
+from LRPSegmentationLib.analysis.scores import ExplanationScores, ReferenceMasks, reference_masks, score_explanation
+from LRPSegmentationLib.data.modalities import MODALITIES
+from LRPSegmentationLib.pipeline.outputs import MASK_FILE, relevance_file
 
 SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("modality", "Modality"),
@@ -129,7 +133,7 @@ class LiveExplanation:
     def __init__(self, scene, relevance: np.ndarray, images: np.ndarray, geometry: Geometry, *,
                  ground_truth: np.ndarray | None = None, prediction: np.ndarray | None = None,
                  backgrounds: Mapping[str, Any] | None = None, reference=None,
-                 normalization: Normalization | str = Normalization.PER_CHANNEL, max_layer_results: int = 8) -> None:
+                 normalization: RelevanceNormalization | str = RelevanceNormalization.PER_CHANNEL, max_layer_results: int = 8) -> None:
         relevance = np.asarray(relevance, dtype=np.float32)
         expected = (len(MODALITIES), *geometry.shape)
         for name, array in (("relevance", relevance), ("images", np.asarray(images))):
@@ -138,19 +142,19 @@ class LiveExplanation:
         self.scene = scene
         self.relevance = relevance
         self.geometry = geometry
-        self.normalization = Normalization(normalization)
+        self.normalization = RelevanceNormalization(normalization)
         self.cache: NormalisedMap = normalise_map(relevance, self.normalization, presort=True)
         self.references: ReferenceMasks = reference_masks(images, ground_truth)
         self.backgrounds = dict(backgrounds or {})
         self.reference = reference if reference is not None else self.backgrounds.get("ADC")
-        self.dice = None if ground_truth is None or prediction is None else sc.dice(prediction, ground_truth)
-        self.heatmaps = {m: sc.heatmap_node(scene, np.zeros(geometry.shape, np.float32), geometry, m, half_width=1.0,
+        self.dice = None if ground_truth is None or prediction is None else metrics.dice(prediction, ground_truth)
+        self.heatmaps = {m: display.heatmap_node(scene, np.zeros(geometry.shape, np.float32), geometry, m, half_width=1.0,
                                             reference=self.reference) for m in MODALITIES}
-        sc.remove_outputs(scene, [role for role, mask in (("prediction", prediction), ("ground_truth", ground_truth))
+        nodes.remove_outputs(scene, [role for role, mask in (("prediction", prediction), ("ground_truth", ground_truth))
                                    if mask is None])  # a stale outline of an earlier run would mislead
-        self.segmentation = None if prediction is None else sc.segmentation_node(
+        self.segmentation = None if prediction is None else nodes.segmentation_node(
             scene, prediction, geometry, reference=self.reference)
-        self.ground_truth_segmentation = None if ground_truth is None else sc.segmentation_node(
+        self.ground_truth_segmentation = None if ground_truth is None else nodes.segmentation_node(
             scene, ground_truth, geometry, "ground_truth", name="Lesion (ground truth)", color=(0.2, 0.9, 0.3),
             reference=self.reference)
         self.table = None
@@ -168,7 +172,7 @@ class LiveExplanation:
     @classmethod
     def from_explanation(cls, scene, explanation, backgrounds: Mapping[str, Any] | None = None,
                          reference=None) -> LiveExplanation:
-        """From an in-process :class:`~LRPSegmentationLib.explain.CaseExplanation` (console, tests, screenshots)."""
+        """From an in-process :class:`~LRPSegmentationLib.pipeline.explain_case.CaseExplanation` (console, tests, screenshots)."""
         case = explanation.case
         return cls(scene, explanation.relevance, case.images, case.geometry, ground_truth=case.ground_truth,
                    prediction=explanation.prediction.mask, backgrounds=backgrounds, reference=reference,
@@ -177,7 +181,7 @@ class LiveExplanation:
     @classmethod
     def import_run(cls, scene, request, backgrounds: Mapping[str, Any], current: LiveExplanation | None = None,
                    reference=None) -> LiveExplanation:
-        """The outputs of a finished :class:`~LRPSegmentationLib.job.ExplainRequest` run.
+        """The outputs of a finished :class:`~LRPSegmentationLib.mrml.job.ExplainRequest` run.
 
         A run with an in-chain band (``where="layers"`` and a filter) adds that band's map to ``current``, which
         must show the same ``backgrounds``, and returns it; any other run becomes a new live explanation.
@@ -260,14 +264,14 @@ class LiveExplanation:
         marks += (_now(),)
         for channel, modality in enumerate(MODALITIES):
             same = self._windows.get(modality) == window
-            sc.update_heatmap(self.heatmaps[modality], filtered.normalised[channel], None if same else window)
+            display.update_heatmap(self.heatmaps[modality], filtered.normalised[channel], None if same else window)
             self._windows[modality] = window
         marks += (_now(),)
         rows = score_rows(self.scores, self.dice)
         if self.table is None:
-            self.table = sc.scores_table(self.scene, rows, reference=self.reference)
+            self.table = tables.scores_table(self.scene, rows, reference=self.reference)
         else:
-            sc.update_table_values(self.table, rows)
+            tables.update_table_values(self.table, rows)
         marks += (_now(),)
         self.timing = UpdateTiming(*(tuple(b[c] - a[c] for a, b in zip(marks, marks[1:])) for c in (0, 1)))
 
@@ -275,7 +279,7 @@ class LiveExplanation:
     @property
     def rows(self) -> list[dict[str, Any]]:
         """The table's current rows (what the side panel shows)."""
-        return sc.table_rows(self.table)
+        return tables.table_rows(self.table)
 
     def show(self, single_view: bool = False, modality: str = "ADC", opacity: float = 0.6,
              outlines: bool = True) -> None:
@@ -283,9 +287,9 @@ class LiveExplanation:
         if single_view:
             if modality not in self.heatmaps:
                 raise LiveError(f"Unknown modality {modality!r}: use one of {', '.join(MODALITIES)}.")
-            sc.show_single(self.scene, self.backgrounds.get(modality), self.heatmaps[modality], opacity)
+            display.show_single(self.scene, self.backgrounds.get(modality), self.heatmaps[modality], opacity)
         else:
-            sc.show_grid(self.scene, self.backgrounds, self.heatmaps, opacity)
+            display.show_grid(self.scene, self.backgrounds, self.heatmaps, opacity)
         for node in (self.segmentation, self.ground_truth_segmentation):
             if node is not None and node.GetDisplayNode() is not None:
                 node.GetDisplayNode().SetVisibility(bool(outlines))

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from LRPSegmentationLib.options import IntensityNormalization
+
 SERIES_GRIDS: dict[str, tuple[int, int, int]] = {
     "A": (19, 48, 48),
     "B": (19, 96, 96),
@@ -20,13 +22,6 @@ SERIES_GRIDS: dict[str, tuple[int, int, int]] = {
     "X": (19, 192, 192),
 }
 """The paper's series grids as (D, H, W)."""
-
-
-class Normalization(str, Enum):
-    """Per-volume intensity normalisation of each modality."""
-
-    MINMAX = "minmax"  # the paper: (x - min) / (max - min) per volume, into [0, 1]
-    ZSCORE = "zscore"  # (x - mean) / std over brain voxels (any modality non-zero); background 0
 
 
 class Interpolation(str, Enum):
@@ -39,7 +34,7 @@ class PreprocessSpec:
     """How a case becomes a model input; stored with the weights so prediction repeats training exactly."""
 
     size: tuple[int, int, int] | None = SERIES_GRIDS["B"]  # (D, H, W); None keeps the native grid
-    normalization: Normalization = Normalization.MINMAX
+    normalization: IntensityNormalization = IntensityNormalization.MINMAX
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -52,7 +47,7 @@ class PreprocessSpec:
         size = values.get("size")
         return cls(
             size=tuple(int(v) for v in size) if size is not None else None,
-            normalization=Normalization(values.get("normalization", Normalization.MINMAX.value)),
+            normalization=IntensityNormalization(values.get("normalization", IntensityNormalization.MINMAX.value)),
         )
 
 
@@ -77,11 +72,11 @@ def brain_mask(images: np.ndarray) -> np.ndarray:
     return np.any(images != 0, axis=0)
 
 
-def normalize(images: np.ndarray, method: Normalization = Normalization.MINMAX) -> np.ndarray:
+def normalize(images: np.ndarray, method: IntensityNormalization = IntensityNormalization.MINMAX) -> np.ndarray:
     """Normalise each channel of a (C, D, H, W) array independently; constant channels become 0."""
     images = np.asarray(images, dtype=np.float32)
     out = np.zeros_like(images)
-    if method == Normalization.MINMAX:
+    if method == IntensityNormalization.MINMAX:
         for c, channel in enumerate(images):
             low, high = float(channel.min()), float(channel.max())
             if high > low:

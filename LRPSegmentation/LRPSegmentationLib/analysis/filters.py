@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+import sys
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 import numpy as np
-import torch
+
+from LRPSegmentationLib.options import FilterKind, RelevanceNormalization
 
 __all__ = [
-    "FilterKind",
-    "Normalization",
     "AmplitudeFilter",
     "FilterError",
     "NormalisedMap",
@@ -39,27 +37,11 @@ __all__ = [
     "PAPER_CLAMP_GRID",
     "paper_filters",
     "filter_map",
-    "tap_filter",
 ]
 
 
 class FilterError(ValueError):
     """A filter specification or a relevance array that cannot be filtered."""
-
-
-class FilterKind(Enum):
-    """Which amplitude filter: none (identity), pass band, or clamp into the band."""
-
-    NONE = "none"
-    PASS = "pass"
-    CLAMP = "clamp"
-
-
-class Normalization(Enum):
-    """How a final map is normalised before filtering: by max |R_c| of each channel or by max |R| of the map."""
-
-    PER_CHANNEL = "per-channel"
-    GLOBAL = "global"
 
 
 PAPER_PASS_GRID: tuple[tuple[float, float], ...] = (
@@ -169,10 +151,14 @@ def paper_filters() -> tuple[AmplitudeFilter, ...]:
 
 
 class _Ops:
-    """The few operations numpy and torch spell differently (everything else is shared syntax)."""
+    """The few operations numpy and torch spell differently (everything else is shared syntax).
 
-    def __init__(self, lib: Any) -> None:
-        self.is_torch = lib is torch
+    The torch flavour imports torch only when a tensor arrives, so this module (and the live slider over it)
+    imports without torch.
+    """
+
+    def __init__(self, is_torch: bool) -> None:
+        self.is_torch = is_torch
 
     def copy(self, x: Any) -> Any:
         return x.clone() if self.is_torch else x.copy()
@@ -191,7 +177,7 @@ class _Ops:
     def signed(self, magnitude: Any, like: Any) -> Any:
         """``magnitude`` with the sign of ``like``; zeros of either sign count as positive."""
         if self.is_torch:
-            return torch.copysign(magnitude, like + 0.0)  # -0.0 + 0.0 == +0.0
+            return magnitude.copysign(like + 0.0)  # -0.0 + 0.0 == +0.0
         out = like + like.dtype.type(0.0)
         return np.copysign(magnitude, out, out=out)
 
@@ -199,11 +185,11 @@ class _Ops:
         """A (C,) numpy vector shaped (C, 1, 1, ...) to broadcast against channel-first ``like``."""
         shaped = values.reshape((-1,) + (1,) * (like.ndim - 1))
         if self.is_torch:
-            return torch.as_tensor(shaped, dtype=like.dtype, device=like.device)
+            return like.new_tensor(shaped)
         return shaped.astype(like.dtype, copy=False)
 
     def index(self, mask: np.ndarray, like: Any) -> Any:
-        return torch.as_tensor(mask, device=like.device) if self.is_torch else mask
+        return like.new_tensor(mask, dtype=bool) if self.is_torch else mask
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return x.detach().cpu().double().numpy() if self.is_torch else np.asarray(x, dtype=np.float64)
@@ -212,15 +198,16 @@ class _Ops:
         return x.movedim(source, dest) if self.is_torch else np.moveaxis(x, source, dest)
 
 
-_NUMPY_OPS = _Ops(np)
-_TORCH_OPS = _Ops(torch)
+_NUMPY_OPS = _Ops(is_torch=False)
+_TORCH_OPS = _Ops(is_torch=True)
 
 
 def _ops(x: Any) -> _Ops:
-    if isinstance(x, torch.Tensor):
-        return _TORCH_OPS
     if isinstance(x, np.ndarray):
         return _NUMPY_OPS
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported: never import it here
+    if torch is not None and isinstance(x, torch.Tensor):
+        return _TORCH_OPS
     raise FilterError(f"Relevance must be a numpy array or a torch tensor, got {type(x).__name__}.")
 
 
@@ -301,7 +288,7 @@ class FilteredMap:
     removed_fraction: np.ndarray
     removed_fraction_total: float
     filter: AmplitudeFilter
-    normalization: Normalization
+    normalization: RelevanceNormalization
     channel_axis: int = 0
     source: NormalisedMap | None = field(default=None, repr=False)
 
@@ -338,7 +325,7 @@ class NormalisedMap:
     input_sum: np.ndarray
     input_abs_sum: np.ndarray
     zero_groups: np.ndarray
-    normalization: Normalization
+    normalization: RelevanceNormalization
     channel_axis: int = 0
     sorted_values: np.ndarray | None = field(default=None, repr=False)
 
@@ -425,7 +412,7 @@ class NormalisedMap:
 
 def normalise_map(
     relevance: Any,
-    normalization: Normalization | str = Normalization.PER_CHANNEL,
+    normalization: RelevanceNormalization | str = RelevanceNormalization.PER_CHANNEL,
     channel_axis: int = 0,
     presort: bool = False,
 ) -> NormalisedMap:
@@ -437,10 +424,10 @@ def normalise_map(
     need no selection over the volume: use it for a map that the live slider will re-filter many times.
     """
     try:
-        normalization = Normalization(normalization)
+        normalization = RelevanceNormalization(normalization)
     except ValueError:
         raise FilterError(
-            f"Unknown normalization {normalization!r}: use one of {', '.join(n.value for n in Normalization)}."
+            f"Unknown normalization {normalization!r}: use one of {', '.join(n.value for n in RelevanceNormalization)}."
         ) from None
     ops = _ops(relevance)
     relevance = _as_float(relevance, "relevance")
@@ -458,7 +445,7 @@ def normalise_map(
     if not (np.all(np.isfinite(rmax)) and np.all(np.isfinite(rmin))):
         raise FilterError("relevance contains NaN or infinite values; check the LRP run (e.g. epsilon too small).")
     channel_max = np.maximum(rmax, -rmin)
-    if normalization is Normalization.GLOBAL:
+    if normalization is RelevanceNormalization.GLOBAL:
         scale = np.full_like(channel_max, channel_max.max())
     else:
         scale = channel_max.copy()
@@ -491,7 +478,7 @@ def normalise_map(
 def filter_map(
     relevance: Any,
     filt: AmplitudeFilter | str | None = None,
-    normalization: Normalization | str = Normalization.PER_CHANNEL,
+    normalization: RelevanceNormalization | str = RelevanceNormalization.PER_CHANNEL,
     channel_axis: int = 0,
 ) -> FilteredMap:
     """Normalise a final relevance map (by max |R_c| per channel, or globally), filter it, and report what was removed.
@@ -502,40 +489,3 @@ def filter_map(
     if not isinstance(relevance, NormalisedMap):
         relevance = normalise_map(relevance, normalization, channel_axis)
     return relevance.filtered(filt)
-
-
-def tap_filter(filt: AmplitudeFilter | str | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A filter for inside the LRP chain: normalise by max |R| over the whole tensor, filter, multiply back.
-
-    The amplitude is restored, so only the shape of the relevance changes. An all-zero tensor, and every tensor
-    under the identity filter, is returned unchanged (the same object). The input is never modified.
-    """
-    filt = AmplitudeFilter.parse(filt)
-
-    def apply(relevance: torch.Tensor) -> torch.Tensor:
-        if filt.kind is FilterKind.NONE:
-            return relevance
-        smallest, largest = torch.aminmax(relevance)
-        peak = max(-float(smallest), float(largest))
-        if not math.isfinite(peak):
-            raise FilterError("relevance inside the LRP chain contains NaN or infinite values; cannot filter it.")
-        if peak == 0.0:
-            return relevance
-        # Same as normalising by the peak, filtering and multiplying back, with the band scaled instead: a band
-        # test and at most two element-wise passes over the tensor (this runs at every tap of every explanation).
-        low, high = filt.low * peak, filt.high * peak
-        if filt.kind is FilterKind.PASS:
-            if filt.low == 0.0:  # r - hardshrink(r, a2) keeps |r| <= a2 and zeroes the rest: two fused passes
-                return relevance - torch.nn.functional.hardshrink(relevance, high)
-            magnitude = relevance.abs()
-            keep = magnitude <= high
-            if filt.low > 0.0:
-                keep &= magnitude >= low
-            return relevance * keep
-        if filt.low == 0.0:
-            return relevance.clamp(-high, high)
-        signed = relevance + 0.0  # -0.0 -> +0.0: zeros become +a1
-        return signed.abs().clamp(low, high).copysign(signed)
-
-    apply.filter = filt  # type: ignore[attr-defined]  # so an engine can record which filter a tap applied
-    return apply

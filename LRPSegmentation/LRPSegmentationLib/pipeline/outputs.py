@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .caseio import write_volume
-from .geometry import Geometry
+from LRPSegmentationLib.data.caseio import write_volume
+from LRPSegmentationLib.data.geometry import Geometry
 
 
 PROBABILITY_FILE = "prediction_probability.nii.gz"

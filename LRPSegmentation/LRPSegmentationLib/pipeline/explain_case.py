@@ -6,29 +6,23 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from . import __version__
-from .caseio import Case
-from .devices import resolve_device, run_with_cpu_fallback
-from .lrp import DEFAULT_PRESET, explain, get_composite
-from .lrp.filters import AmplitudeFilter, FilterKind, Normalization, filter_map, tap_filter
-from .lrp.targets import Target, TargetKind
-from .metrics import ExplanationScores, score_explanation
-from .predict import Prediction, prediction_from_probability
-from .preprocess import Interpolation, PreprocessSpec, prepare_input, resize, to_native
-from .weights import LoadedModel
-
-
-class FilterPlacement(str, Enum):
-    """Where the amplitude filter acts."""
-
-    OUTPUT = "output"  # on the final input-level map only (cheap: re-filter a cached map live)
-    LAYERS = "layers"  # inside the relevance chain at the paper's taps (needs a new LRP pass per filter)
+from LRPSegmentationLib import __version__
+from LRPSegmentationLib.data.caseio import Case
+from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
+from LRPSegmentationLib.lrp import explain, get_composite
+from LRPSegmentationLib.analysis.filters import AmplitudeFilter, filter_map
+from LRPSegmentationLib.lrp.taps import tap_filter
+from LRPSegmentationLib.lrp.targets import Target
+from LRPSegmentationLib.options import DEFAULT_PRESET, FilterKind, FilterPlacement, RelevanceNormalization, TargetKind
+from LRPSegmentationLib.analysis.scores import ExplanationScores, score_explanation
+from LRPSegmentationLib.net.predict import Prediction, prediction_from_probability
+from LRPSegmentationLib.net.preprocess import Interpolation, PreprocessSpec, prepare_input, resize, to_native
+from LRPSegmentationLib.net.weights import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -40,7 +34,7 @@ class ExplainSettings:
     filter: AmplitudeFilter = field(default_factory=lambda: AmplitudeFilter.parse(None))
     where: FilterPlacement = FilterPlacement.OUTPUT
     taps: tuple[str, ...] | None = None  # None: the paper's taps (only used with LAYERS)
-    normalization: Normalization = Normalization.PER_CHANNEL
+    normalization: RelevanceNormalization = RelevanceNormalization.PER_CHANNEL
 
     def describe(self) -> dict[str, Any]:
         return {"preset": self.preset, "rules": get_composite(self.preset).describe(),

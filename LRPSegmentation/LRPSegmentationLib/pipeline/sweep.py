@@ -9,10 +9,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .caseio import Case
-from .explain import ExplainSettings, FilterPlacement, explain_case
-from .lrp.filters import AmplitudeFilter, FilterKind, paper_filters
-from .weights import LoadedModel
+from LRPSegmentationLib.data.caseio import Case
+from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case
+from LRPSegmentationLib.analysis.filters import AmplitudeFilter, paper_filters
+from LRPSegmentationLib.options import FilterKind, FilterPlacement
+from LRPSegmentationLib.net.weights import LoadedModel
 
 SWEET_SPOT_CRITERION = (
     "per filter kind, the band with the highest mean D(LRP_alpha, x) over cases and modalities among those whose "

@@ -14,13 +14,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .modalities import MODALITIES
+from LRPSegmentationLib import __version__
+from LRPSegmentationLib.data.modalities import MODALITIES
 
 FORMAT = "lrpseg-weights"
 FORMAT_VERSION = 1
 METADATA_KEY = "lrpseg"
-MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
 BUNDLED_MODEL = "lrpseg-synthetic-b8.safetensors"
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -102,7 +102,7 @@ def _read_header(path: Path) -> dict[str, Any]:
             raise WeightsError(
                 f"{path}: this is a pickle-based PyTorch checkpoint (torch.save). It is refused because unpickling "
                 "can execute code. In a trusted environment, load it with torch.load(path, weights_only=True) and "
-                "save it with LRPSegmentationLib.weights.save_model to get a .safetensors file.")
+                "save it with LRPSegmentationLib.net.weights.save_model to get a .safetensors file.")
         if len(head) < 9:
             raise WeightsError(f"{path}: file is empty or truncated ({size} bytes); not a safetensors model.")
         if header_length > min(size - 8, _MAX_HEADER_BYTES):
@@ -154,7 +154,7 @@ def load_model(path: Path | str | None = None, device: str | Any = "cpu") -> Loa
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .model import UNet3D, UNetConfig
+    from LRPSegmentationLib.net.model import UNet3D, UNetConfig
 
     path = Path(path) if path is not None else bundled_model_path()
     info = read_metadata(path)

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .caseio import Case, CaseError, read_volume, write_volume
-from .geometry import Geometry
-from .modalities import GROUND_TRUTH, MODALITIES
+from LRPSegmentationLib.data.caseio import Case, CaseError, read_volume, write_volume
+from LRPSegmentationLib.data.geometry import Geometry
+from LRPSegmentationLib.data.modalities import GROUND_TRUTH, MODALITIES
 
 GENERATOR_VERSION = "1"
 """Bumped whenever the same seed would give different arrays."""
@@ -320,7 +320,7 @@ def write_isles_case(case: SyntheticCase, root: Path | str, number: int, replace
     write_volume(case.ground_truth.astype(np.uint8), case.geometry, folder / name / f"{name}.nii")
     write_volume(case.explanation.regions(), case.geometry, folder / REGIONS_FILE)
     info = {
-        "generator": "LRPSegmentationLib.synthetic",
+        "generator": "LRPSegmentationLib.data.synthetic",
         "generator_version": GENERATOR_VERSION,
         "seed": case.seed,
         "number": int(number),

@@ -10,7 +10,8 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import __version__
+from LRPSegmentationLib import __version__
+from LRPSegmentationLib import options
 
 
 class Progress:
@@ -40,8 +41,8 @@ class Progress:
 # --------------------------------------------------------------------------------------------- commands
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .preprocess import parse_size
-    from .synthetic import generate_dataset
+    from LRPSegmentationLib.net.preprocess import parse_size
+    from LRPSegmentationLib.data.synthetic import generate_dataset
 
     shape = parse_size(args.shape) if args.shape else None
     folders = generate_dataset(Path(args.out), args.count, args.seed, start=args.start, shape=shape)
@@ -50,14 +51,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .preprocess import PreprocessSpec, Normalization, parse_size
-    from .train import PRESETS, LossKind, train, with_overrides
+    from LRPSegmentationLib.net.preprocess import PreprocessSpec, parse_size
+    from LRPSegmentationLib.options import IntensityNormalization
+    from LRPSegmentationLib.net.train import PRESETS, LossKind, train, with_overrides
 
     config = PRESETS[args.preset]
     preprocess = config.preprocess
     if args.size or args.normalization:
         preprocess = PreprocessSpec(size=parse_size(args.size) if args.size else preprocess.size,
-                                    normalization=Normalization(args.normalization or preprocess.normalization))
+                                    normalization=IntensityNormalization(args.normalization or preprocess.normalization))
     config = with_overrides(
         config, epochs=args.epochs, learning_rate=args.lr, cosine_schedule=args.cosine_schedule,
         batch_size=args.batch_size,
@@ -72,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     result = train(args.data_dir, args.out, config, device=args.device, resume=args.resume,
                    preset_name=args.preset, progress=report)
-    from .weights import read_metadata
+    from LRPSegmentationLib.net.weights import read_metadata
 
     metrics = read_metadata(result.model_path).metrics
     print(json.dumps({"model": str(result.model_path), **metrics}, indent=2))
@@ -80,10 +82,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .caseio import load_case
-    from .outputs import ResultWriter
-    from .predict import predict_case
-    from .weights import load_model
+    from LRPSegmentationLib.data.caseio import load_case
+    from LRPSegmentationLib.pipeline.outputs import ResultWriter
+    from LRPSegmentationLib.net.predict import predict_case
+    from LRPSegmentationLib.net.weights import load_model
 
     progress = Progress(args.progress)
     progress("load", 0.1, f"reading {args.case}")
@@ -104,10 +106,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def explain_settings(args: argparse.Namespace, case):
     """Translate the explain/sweep options into :class:`~.explain.ExplainSettings`."""
-    from .caseio import read_volume
-    from .explain import ExplainSettings, FilterPlacement
-    from .lrp.filters import AmplitudeFilter, Normalization
-    from .lrp.targets import Target
+    from LRPSegmentationLib.data.caseio import read_volume
+    from LRPSegmentationLib.analysis.filters import AmplitudeFilter
+    from LRPSegmentationLib.options import FilterPlacement, RelevanceNormalization
+    from LRPSegmentationLib.pipeline.explain_case import ExplainSettings
+    from LRPSegmentationLib.lrp.targets import Target
 
     mask = read_volume(args.mask)[0] if getattr(args, "mask", None) else None
     voxel = tuple(int(v) for v in args.voxel.split(",")) if getattr(args, "voxel", None) else None
@@ -117,16 +120,16 @@ def explain_settings(args: argparse.Namespace, case):
     filt = AmplitudeFilter(kind, args.alpha_low, args.alpha) if kind != "none" else AmplitudeFilter()
     taps = tuple(args.taps.split(",")) if getattr(args, "taps", None) else None
     return ExplainSettings(preset=args.rule, target=target, filter=filt, where=FilterPlacement(args.where),
-                           taps=taps, normalization=Normalization(args.normalization))
+                           taps=taps, normalization=RelevanceNormalization(args.normalization))
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .caseio import load_case
-    from .explain import explain_case
-    from .modalities import MODALITIES
-    from .outputs import ResultWriter, relevance_file
-    from .preview import save_preview
-    from .weights import load_model
+    from LRPSegmentationLib.data.caseio import load_case
+    from LRPSegmentationLib.pipeline.explain_case import explain_case
+    from LRPSegmentationLib.data.modalities import MODALITIES
+    from LRPSegmentationLib.pipeline.outputs import ResultWriter, relevance_file
+    from LRPSegmentationLib.analysis.preview import save_preview
+    from LRPSegmentationLib.net.weights import load_model
 
     progress = Progress(args.progress)
     progress("load", 0.05, f"reading {args.case}")
@@ -175,8 +178,8 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 def collect_cases(paths: Sequence[str]) -> list[Path]:
     """Case folders from arguments that are case folders or folders of case folders."""
-    from .caseio import CaseError, find_case_files
-    from .train import find_case_folders
+    from LRPSegmentationLib.data.caseio import CaseError, find_case_files
+    from LRPSegmentationLib.net.train import find_case_folders
 
     folders: list[Path] = []
     for text in paths:
@@ -190,11 +193,11 @@ def collect_cases(paths: Sequence[str]) -> list[Path]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .caseio import load_case
-    from .lrp.filters import AmplitudeFilter
-    from .outputs import ResultWriter
-    from .sweep import SWEET_SPOT_CRITERION, default_filters, plot_sweep, sweep_rows, sweet_spot
-    from .weights import load_model
+    from LRPSegmentationLib.data.caseio import load_case
+    from LRPSegmentationLib.analysis.filters import AmplitudeFilter
+    from LRPSegmentationLib.pipeline.outputs import ResultWriter
+    from LRPSegmentationLib.pipeline.sweep import SWEET_SPOT_CRITERION, default_filters, plot_sweep, sweep_rows, sweet_spot
+    from LRPSegmentationLib.net.weights import load_model
 
     progress = Progress(args.progress)
     folders = collect_cases(args.cases)
@@ -222,10 +225,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Dice of a model on case folders and/or freshly generated synthetic cases (held out by construction)."""
     import numpy as np
 
-    from .caseio import load_case
-    from .predict import predict_case
-    from .synthetic import dataset_seeds, generate_case
-    from .weights import load_model
+    from LRPSegmentationLib.data.caseio import load_case
+    from LRPSegmentationLib.net.predict import predict_case
+    from LRPSegmentationLib.data.synthetic import dataset_seeds, generate_case
+    from LRPSegmentationLib.net.weights import load_model
 
     loaded = load_model(args.model)
     cases = [load_case(folder) for folder in collect_cases(args.cases)] if args.cases else []
@@ -246,7 +249,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .weights import bundled_model_path, read_metadata
+    from LRPSegmentationLib.net.weights import bundled_model_path, read_metadata
 
     info = read_metadata(args.model or bundled_model_path())
     print(info.to_json() if args.json else json.dumps(json.loads(info.to_json()), indent=2))
@@ -256,7 +259,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's main job: a fresh synthetic case, predicted and explained by the bundled model, with the
     paper's clamp filter C[0, 0.2] on the final map (its Figure 1C)."""
-    from .synthetic import generate_case, write_isles_case
+    from LRPSegmentationLib.data.synthetic import generate_case, write_isles_case
 
     out = Path(args.out)
     case_dir = write_isles_case(generate_case(args.seed), out / "case", 1, replace_synthetic=args.overwrite)
@@ -301,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="paper: series grid B, 80 epochs, Adam 2e-4 (0.5, 0.9), CE; small: the bundled model's")
     train.add_argument("--epochs", type=int)
     train.add_argument("--size", help="A, B, C, X (the paper's series grids), native, or DxHxW")
-    train.add_argument("--normalization", choices=("minmax", "zscore"))
+    train.add_argument("--normalization", choices=options.values(options.IntensityNormalization))
     train.add_argument("--base-width", type=int)
     train.add_argument("--loss", choices=("ce", "dice-ce"))
     train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
@@ -354,23 +357,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_explain_options(sub: argparse.ArgumentParser, with_filter: bool = True) -> None:
-    from .lrp import DEFAULT_PRESET, PRESETS
-    from .lrp.targets import TargetKind
-
-    sub.add_argument("--rule", choices=sorted(PRESETS), default=DEFAULT_PRESET, help="LRP rule preset")
-    sub.add_argument("--target", choices=[k.value for k in TargetKind], default="lesion-logits",
+    sub.add_argument("--rule", choices=options.PRESET_NAMES, default=options.DEFAULT_PRESET, help="LRP rule preset")
+    sub.add_argument("--target", choices=options.values(options.TargetKind), default=options.DEFAULT_TARGET.value,
                      help="what is explained (the starting relevance on the logits)")
     sub.add_argument("--mask", help="mask file for --target mask (on the case's grid, or on the model grid)")
     sub.add_argument("--voxel", help="d,h,w model-grid index for --target voxel (or the seed of component)")
     sub.add_argument("--component", type=int, help="rank by size for --target component (0 = largest)")
     if with_filter:
-        sub.add_argument("--filter", choices=("none", "pass", "clamp"), default="none")
+        sub.add_argument("--filter", choices=options.values(options.FilterKind), default=options.FilterKind.NONE.value)
         sub.add_argument("--alpha", type=float, default=1.0, help="upper band edge a2 of the filter")
         sub.add_argument("--alpha-low", type=float, default=0.0, help="lower band edge a1 of the filter")
-    sub.add_argument("--where", choices=("output", "layers"), default="output",
+    sub.add_argument("--where", choices=options.values(options.FilterPlacement), default=options.FilterPlacement.OUTPUT.value,
                      help="filter the final map (output) or inside the relevance chain at the paper's taps (layers)")
     sub.add_argument("--taps", help="comma-separated tap names for --where layers (default: the paper's taps)")
-    sub.add_argument("--normalization", choices=("per-channel", "global"), default="per-channel",
+    sub.add_argument("--normalization", choices=options.values(options.RelevanceNormalization),
+                     default=options.RelevanceNormalization.PER_CHANNEL.value,
                      help="final-map normalisation before filtering")
     sub.add_argument("--lrp-threshold", type=float, default=0.5, help="binarise |R_c|/max|R_c| above this")
     sub.add_argument("--input-threshold", type=float, default=0.1, help="binarise |x_c|/max|x_c| above this")

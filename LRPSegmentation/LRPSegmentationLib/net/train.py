@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from . import __version__
-from .caseio import Case, load_case
-from .devices import resolve_device
-from .model import UNet3D, UNetConfig
-from .predict import dice, predict_case
-from .preprocess import SERIES_GRIDS, PreprocessSpec, prepare_input, prepare_label
-from .weights import LoadedModel, ModelInfo, WeightsError, load_model, save_model
+from LRPSegmentationLib import __version__
+from LRPSegmentationLib.data.caseio import Case, load_case
+from LRPSegmentationLib.net.devices import resolve_device
+from LRPSegmentationLib.net.model import UNet3D, UNetConfig
+from LRPSegmentationLib.analysis.metrics import dice
+from LRPSegmentationLib.net.predict import predict_case
+from LRPSegmentationLib.net.preprocess import SERIES_GRIDS, PreprocessSpec, prepare_input, prepare_label
+from LRPSegmentationLib.net.weights import LoadedModel, ModelInfo, WeightsError, load_model, save_model
 
 
 class LossKind(str, Enum):

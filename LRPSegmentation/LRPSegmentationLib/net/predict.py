@@ -8,10 +8,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .caseio import Case
-from .devices import resolve_device, run_with_cpu_fallback
-from .preprocess import Interpolation, PreprocessSpec, prepare_input, to_native
-from .weights import LoadedModel
+from LRPSegmentationLib.data.caseio import Case
+from LRPSegmentationLib.analysis.metrics import dice
+from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
+from LRPSegmentationLib.net.preprocess import Interpolation, PreprocessSpec, prepare_input, to_native
+from LRPSegmentationLib.net.weights import LoadedModel
 
 
 @dataclass
@@ -23,13 +24,6 @@ class Prediction:
     mask: np.ndarray  # uint8 (D, H, W)
     dice: float | None  # against the case's ground truth, when it has one
     device: str
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Hard Dice 2|P and T| / (|P| + |T|); two empty masks agree perfectly (1.0)."""
-    p, t = np.asarray(prediction).astype(bool), np.asarray(truth).astype(bool)
-    total = int(p.sum()) + int(t.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(p, t).sum()) / total
 
 
 def lesion_probability(model: torch.nn.Module, x: torch.Tensor, device: torch.device,

@@ -1,0 +1,181 @@
+"""How relevance is shown: the diverging colour table, symmetric windows, heatmap nodes and the slice layouts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import slicer
+
+from LRPSegmentationLib.data.geometry import Geometry
+from LRPSegmentationLib.data.modalities import MODALITIES
+from LRPSegmentationLib.mrml.nodes import MODALITY_ATTRIBUTE, SceneError, array_from_node, output_node, owned_output, place_next_to, volume_node, voxels_modified
+
+RELEVANCE_COLOR_NAME = "LRPSegmentation Relevance"
+GRID_LAYOUT_ID = 20170
+"""Custom layout id (> 100, Slicer's built-in ids stay below) of the linked 2x3 modality/heatmap layout."""
+GRID_VIEW_NAMES: tuple[str, ...] = tuple(f"LRP{modality}" for modality in MODALITIES)
+SINGLE_VIEW_NAME = "Red"
+ONE_UP_RED_LAYOUT_ID = 6  # vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView
+
+
+# ------------------------------------------------------------------------------------------------- heatmaps
+
+def _relevance_rgb(t: float) -> tuple[float, float, float]:
+    """Diverging colour at t in [-1, 1]: light blue -> deep blue (negative), light orange -> deep red (positive)."""
+    s = min(1.0, abs(t))
+    if t >= 0:
+        low, high = (1.0, 0.85, 0.35), (0.8, 0.0, 0.0)
+    else:
+        low, high = (0.55, 0.85, 1.0), (0.0, 0.15, 0.8)
+    return tuple(a + (b - a) * s for a, b in zip(low, high))
+
+
+def relevance_color_node(scene, neutral_band: float = 0.03, entries: int = 256):
+    """The diverging relevance colour table (created once per scene): transparent within ``neutral_band`` of zero.
+
+    Entries whose centre lies within +-``neutral_band`` (fraction of the half window) of zero get alpha 0, so
+    zero relevance shows the anatomy; everything else is opaque (slice layers treat alpha as binary; graded
+    transparency comes from the foreground opacity).
+    """
+    node = output_node(scene, "relevance_colors", "vtkMRMLColorTableNode")
+    if node is None:
+        node = owned_output(scene, "vtkMRMLColorTableNode", "relevance_colors", RELEVANCE_COLOR_NAME)
+        node.SetTypeToUser()
+    node.SetNumberOfColors(entries)
+    node.GetLookupTable().SetTableRange(0, entries - 1)
+    half = (entries - 1) / 2.0
+    band = max(neutral_band * half, 0.75)  # always clears the entries next to zero
+    for index in range(entries):
+        offset = index - half
+        red, green, blue = _relevance_rgb(offset / half)
+        alpha = 0.0 if abs(offset) <= band else 1.0
+        node.SetColor(index, f"{offset / half:+.3f}", red, green, blue, alpha)
+    node.SetAttribute("Category", "LRPSegmentation")
+    return node
+
+
+def symmetric_window(array: np.ndarray, percentile: float = 100.0) -> float:
+    """Half width m of the symmetric display window [-m, m]: a percentile of |values| (1.0 when all zero)."""
+    magnitude = np.abs(np.asarray(array, dtype=np.float64))
+    value = float(np.percentile(magnitude, percentile)) if magnitude.size else 0.0
+    return value if value > 0 and math.isfinite(value) else 1.0
+
+
+def set_window(node, half_width: float) -> None:
+    """Symmetric window [-half_width, half_width] on a heatmap node (auto window/level off, zero in the middle)."""
+    display = node.GetDisplayNode()
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(-float(half_width), float(half_width))
+
+
+def heatmap_node(scene, relevance: np.ndarray, geometry: Geometry, modality: str, *, name: str | None = None,
+                 half_width: float | None = None, reference=None):
+    """The module's relevance volume for ``modality`` (role ``relevance_<MOD>``), created or refilled, with display.
+
+    float32 voxels, the relevance colour table, window [-m, m] (``half_width``, default max |relevance|).
+    """
+    role = f"relevance_{modality}"
+    node = owned_output(scene, "vtkMRMLScalarVolumeNode", role, name or f"Relevance {modality}")
+    node.SetAttribute(MODALITY_ATTRIBUTE, modality)
+    volume_node(scene, np.asarray(relevance, dtype=np.float32), geometry, node.GetName(), node=node)
+    display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(relevance_color_node(scene).GetID())
+    display.ApplyThresholdOff()
+    display.InterpolateOff()  # one colour per voxel: relevance is a voxel-wise quantity
+    set_window(node, half_width if half_width is not None else symmetric_window(relevance))
+    place_next_to(scene, node, reference, "LRPSegmentation")
+    return node
+
+
+def update_heatmap(node, values: np.ndarray, half_width: float | None = None) -> None:
+    """Overwrite a heatmap's voxels in place (no reallocation) and optionally its window; fast enough for sliders."""
+    voxels = array_from_node(node)
+    if voxels.shape != np.shape(values):
+        raise SceneError(f"Heatmap {node.GetName()!r} has shape {voxels.shape}; new values have {np.shape(values)}.")
+    voxels[...] = values
+    voxels_modified(node)
+    if half_width is not None:
+        set_window(node, half_width)
+
+
+# -------------------------------------------------------------------------------------------------- layouts
+
+def grid_layout_xml() -> str:
+    """Slicer layout description of six linked axial views in 2 rows x 3 columns, one per modality."""
+    rows = []
+    for row in range(2):
+        items = []
+        for column in range(3):
+            index = 3 * row + column
+            items.append(
+                f'<item><view class="vtkMRMLSliceNode" singletontag="{GRID_VIEW_NAMES[index]}">'
+                '<property name="orientation" action="default">Axial</property>'
+                f'<property name="viewlabel" action="default">{MODALITIES[index]}</property>'
+                '<property name="viewcolor" action="default">#E0A040</property>'
+                '<property name="viewgroup" action="default">0</property>'
+                "</view></item>"
+            )
+        rows.append(f'<item><layout type="horizontal">{"".join(items)}</layout></item>')
+    return f'<layout type="vertical">{"".join(rows)}</layout>'
+
+
+def layout_node(scene):
+    node = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    if node is None:
+        node = scene.AddNode(slicer.vtkMRMLLayoutNode())
+    return node
+
+
+def composite_node(scene, view_name: str):
+    """The slice composite node of view ``view_name`` (created with that layout name when the view has none yet)."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        if node.GetLayoutName() == view_name:
+            return node
+    node = slicer.vtkMRMLSliceCompositeNode()
+    node.SetLayoutName(view_name)
+    return scene.AddNode(node)
+
+
+def set_view_layers(scene, view_name: str, background=None, foreground=None, label=None,
+                    opacity: float | None = None, linked: bool | None = None) -> None:
+    """Background/foreground/label volumes and foreground opacity of one slice view (None leaves a layer as is)."""
+    node = composite_node(scene, view_name)
+    if background is not None:
+        node.SetBackgroundVolumeID(background.GetID())
+    if foreground is not None:
+        node.SetForegroundVolumeID(foreground.GetID())
+    if label is not None:
+        node.SetLabelVolumeID(label.GetID())
+    if opacity is not None:
+        node.SetForegroundOpacity(float(np.clip(opacity, 0.0, 1.0)))
+    if linked is not None:
+        node.SetLinkedControl(bool(linked))
+
+
+def set_foreground_opacity(scene, opacity: float, view_names: Sequence[str] | None = None) -> None:
+    """Foreground (heatmap) opacity of the given views (default: the 2x3 views and the single view)."""
+    for view in view_names or (*GRID_VIEW_NAMES, SINGLE_VIEW_NAME):
+        set_view_layers(scene, view, opacity=opacity)
+
+
+def show_grid(scene, backgrounds: Mapping[str, Any], heatmaps: Mapping[str, Any], opacity: float = 0.5) -> None:
+    """Switch to the linked 2x3 layout, each view showing modality k under heatmap k."""
+    layout = layout_node(scene)
+    if not layout.IsLayoutDescription(GRID_LAYOUT_ID):
+        layout.AddLayoutDescription(GRID_LAYOUT_ID, grid_layout_xml())
+    if layout.GetViewArrangement() != GRID_LAYOUT_ID:  # re-setting would rebuild the views on every slider move
+        layout.SetViewArrangement(GRID_LAYOUT_ID)
+    for modality, view in zip(MODALITIES, GRID_VIEW_NAMES):
+        set_view_layers(scene, view, backgrounds.get(modality), heatmaps.get(modality), opacity=opacity, linked=True)
+
+
+def show_single(scene, background, heatmap, opacity: float = 0.5, view_name: str = SINGLE_VIEW_NAME) -> None:
+    """Switch to the one-view layout showing one modality under its heatmap."""
+    layout = layout_node(scene)
+    if layout.GetViewArrangement() != ONE_UP_RED_LAYOUT_ID:
+        layout.SetViewArrangement(ONE_UP_RED_LAYOUT_ID)
+    set_view_layers(scene, view_name, background, heatmap, opacity=opacity)
