@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: setup setup-test demo test benchmark clean
+.PHONY: setup setup-test demo test lint benchmark clean
 
 setup: $(VENV)/.core
 setup-test: $(VENV)/.test
@@ -28,7 +28,11 @@ demo: setup
 	$(BIN)/lrpseg demo --out demo-out --overwrite
 
 test: setup-test
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+lint: setup-test
+	$(BIN)/ruff check .
 
 benchmark: setup-test
 	$(BIN)/python benchmarks/bench_lrp.py

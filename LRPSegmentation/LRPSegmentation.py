@@ -16,14 +16,18 @@ from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSe
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
-from LRPSegmentationLib.mrml import job as lrpjob
-from LRPSegmentationLib.mrml import case as case_nodes
-from LRPSegmentationLib.mrml import nodes as scene_nodes
 from LRPSegmentationLib.data.modalities import MODALITIES
+from LRPSegmentationLib.mrml import case as case_nodes
+from LRPSegmentationLib.mrml import job as lrpjob
+from LRPSegmentationLib.mrml import nodes as scene_nodes
 
 MODULE_DIR = Path(__file__).resolve().parent
 SELECTOR_KEYS = {"ADC": "adc", "MTT": "mtt", "rCBF": "rcbf", "rCBV": "rcbv", "Tmax": "tmax", "TTP": "ttp"}

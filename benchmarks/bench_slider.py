@@ -25,9 +25,9 @@ FILTERS = ("none", "pass:0.2", "pass:0.1,1", "clamp:0.05", "clamp:0.05,1")
 
 def explained_case(seed: int, model: str | None = None):
     """(explanation, model description): the synthetic case explained with ``model`` (default: the bundled model)."""
+    from LRPSegmentationLib.data.synthetic import generate_case
     from LRPSegmentationLib.net import weights
     from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case
-    from LRPSegmentationLib.data.synthetic import generate_case
 
     loaded = weights.load_model(model)
     case = generate_case(seed, shape=SHAPE).to_case(f"synthetic_{seed}")
@@ -48,12 +48,12 @@ def main() -> None:
     parser.add_argument("--model", help="a model file instead of the bundled model")
     args = parser.parse_args()
 
+    from LRPSegmentationLib.analysis.filters import AmplitudeFilter
+    from LRPSegmentationLib.analysis.metrics import EmptyMaskWarning
     from LRPSegmentationLib.mrml import case as case_nodes
     from LRPSegmentationLib.mrml import display as heatmap_display
     from LRPSegmentationLib.mrml import headless as headless_mrml
     from LRPSegmentationLib.mrml.live import UPDATE_STEPS, LiveExplanation
-    from LRPSegmentationLib.analysis.filters import AmplitudeFilter
-    from LRPSegmentationLib.analysis.metrics import EmptyMaskWarning
 
     warnings.simplefilter("ignore", EmptyMaskWarning)
     explanation, what = explained_case(args.seed, args.model)

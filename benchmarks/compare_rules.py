@@ -15,11 +15,11 @@ import time
 
 import numpy as np
 
-from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case
-from LRPSegmentationLib.lrp import PRESETS
 from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.data.synthetic import MODALITY_WEIGHTS, dataset_seeds, generate_case
+from LRPSegmentationLib.lrp import PRESETS
 from LRPSegmentationLib.net.weights import load_model
+from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case
 
 
 def main() -> None:

@@ -23,9 +23,9 @@ VIEW_PIXELS = 300
 
 def explain(seed: int, model: str | None = None):
     """(explanation, model label): the synthetic case explained with ``model`` (default: the bundled model)."""
+    from LRPSegmentationLib.data.synthetic import generate_case
     from LRPSegmentationLib.net import weights
     from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case
-    from LRPSegmentationLib.data.synthetic import generate_case
 
     loaded = weights.load_model(model)
     case = generate_case(seed, shape=SHAPE).to_case(f"synthetic_{seed}")

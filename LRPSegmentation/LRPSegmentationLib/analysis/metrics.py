@@ -13,7 +13,8 @@ Definitions (H a binarised heatmap, X a binarised input, G the ground-truth lesi
   ``mu_c = mean(F_c) / max|F_c|`` of the filtered map F.
 
 Every ratio over an empty set is 0.0 with an :class:`EmptyMaskWarning` naming the mask; nothing returns NaN.
-:func:`~LRPSegmentationLib.analysis.scores.score_explanation` computes all of it for a (C, D, H, W) map in one pass per channel, fast enough to run
+:func:`~LRPSegmentationLib.analysis.scores.score_explanation` computes all of it for a (C, D, H, W) map in one
+pass per channel, fast enough to run
 on every move of the Slicer filter slider.
 """
 
@@ -23,7 +24,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-
 
 __all__ = [
     "MetricsError",

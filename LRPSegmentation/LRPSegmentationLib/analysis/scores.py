@@ -12,9 +12,26 @@ from typing import Any
 
 import numpy as np
 
-from LRPSegmentationLib.analysis.filters import AmplitudeFilter, FilteredMap, NormalisedMap, RelevanceNormalization, filter_map
-from LRPSegmentationLib.analysis.metrics import MetricsError, as_array, binarise_input, check_same_shape, pointing_flat, rank_accuracy_flat, safe_ratio, shares_from_sums, warn_empty
+from LRPSegmentationLib.analysis.filters import (
+    AmplitudeFilter,
+    FilteredMap,
+    NormalisedMap,
+    RelevanceNormalization,
+    filter_map,
+)
+from LRPSegmentationLib.analysis.metrics import (
+    MetricsError,
+    as_array,
+    binarise_input,
+    check_same_shape,
+    pointing_flat,
+    rank_accuracy_flat,
+    safe_ratio,
+    shares_from_sums,
+    warn_empty,
+)
 from LRPSegmentationLib.data.modalities import MODALITIES
+
 
 @dataclass(frozen=True, eq=False)
 class ReferenceMasks:

@@ -13,8 +13,8 @@ import re
 import warnings
 import zlib
 from collections.abc import Mapping
-from os import PathLike
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 
 import numpy as np

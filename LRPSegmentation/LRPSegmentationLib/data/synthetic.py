@@ -340,7 +340,8 @@ def generate_dataset(root: Path | str, count: int, seed: int, start: int = 1, sh
     """Write ``count`` cases ``training_<start>`` ... into ``root``; returns the case folders."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}.")
-    taken = [f"training_{start + i}" for i in range(count) if (Path(root).expanduser() / f"training_{start + i}").exists()]
+    root_dir = Path(root).expanduser()
+    taken = [f"training_{start + i}" for i in range(count) if (root_dir / f"training_{start + i}").exists()]
     if taken:  # check all before writing any, so that a refusal leaves no partial dataset
         raise FileExistsError(f"{root} already holds {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}; "
                               "choose another folder or another first number (lrpseg synth --start N).")

@@ -9,10 +9,10 @@ concept each. Everything here needs torch: the Slicer process never imports this
 from LRPSegmentationLib.lrp.canonize import CanonizationError, canonize
 from LRPSegmentationLib.lrp.engine import Explanation, explain
 from LRPSegmentationLib.lrp.errors import ExplainInputError, UnsupportedModelError
-from LRPSegmentationLib.lrp.taps import TapFilter, TapRecord, available_taps, default_taps
 from LRPSegmentationLib.lrp.presets import PRESETS, Composite, PresetError, get_composite
-from LRPSegmentationLib.options import DEFAULT_PRESET
 from LRPSegmentationLib.lrp.rules import AlphaBeta, Epsilon, Gamma, Gradient, Norm, Pass, Rule, RuleError, ZBox, ZPlus
+from LRPSegmentationLib.lrp.taps import TapFilter, TapRecord, available_taps, default_taps
+from LRPSegmentationLib.options import DEFAULT_PRESET
 
 __all__ = [
     "DEFAULT_PRESET", "PRESETS", "AlphaBeta", "CanonizationError", "Composite", "Epsilon", "ExplainInputError",

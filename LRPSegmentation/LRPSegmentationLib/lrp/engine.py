@@ -31,10 +31,18 @@ from torch.overrides import TorchFunctionMode
 from LRPSegmentationLib.lrp.canonize import cached_canonical
 from LRPSegmentationLib.lrp.errors import ExplainInputError, UnsupportedModelError
 from LRPSegmentationLib.lrp.presets import Composite, get_composite
-from LRPSegmentationLib.options import DEFAULT_PRESET
 from LRPSegmentationLib.lrp.rules import LINEAR_TYPES, Gradient, Rule, ZBox
-from LRPSegmentationLib.lrp.taps import (INPUT_TAP, TapFilter, TapRecord, input_arg_names, Tap, TapFunction,
-                                         available_taps, default_taps)
+from LRPSegmentationLib.lrp.taps import (
+    INPUT_TAP,
+    Tap,
+    TapFilter,
+    TapFunction,
+    TapRecord,
+    available_taps,
+    default_taps,
+    input_arg_names,
+)
+from LRPSegmentationLib.options import DEFAULT_PRESET
 
 StartRelevance = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 """The relevance put on the logits, or a function of the logits returning it."""
@@ -213,7 +221,8 @@ class _Session:
             return "The model's forward"
         m = self.stack[-1]
         name = self.names.get(m, "?")
-        return f"The forward of {name!r} ({type(m).__name__})" if name else f"The forward of the model ({type(m).__name__})"
+        owner = repr(name) if name else "the model"
+        return f"The forward of {owner} ({type(m).__name__})"
 
     # -- hooks -------------------------------------------------------------------------------
     def _resolve(self, name: str, m: nn.Module) -> Rule | None:
@@ -321,9 +330,9 @@ def explain(
     ``tap_filter`` is applied at the taps named in ``taps`` (default: :func:`default_taps`, the paper's
     places). Sums before/after are recorded at the filtered taps, at ``output`` (the start relevance) and
     ``input``, and with ``record_taps`` at every default tap too, or at the taps it names (two extra passes over
-    each tapped tensor, about 10% of the run time, hence off by default). ``input_bounds`` (per-channel low, high) bound a zB first-layer rule that has no
-    bounds of its own; default: the per-channel min and max of ``x``. The model is explained in eval mode
-    with BatchNorm folded, on a cached copy.
+    each tapped tensor, hence off by default). ``input_bounds`` (per-channel low, high) bound a zB first-layer
+    rule that has no bounds of its own; default: the per-channel min and max of ``x``. The model is explained in
+    eval mode with BatchNorm folded, on a cached copy.
     """
     if not isinstance(model, nn.Module):
         raise ExplainInputError(f"model must be a torch.nn.Module, got {type(model).__name__}.")

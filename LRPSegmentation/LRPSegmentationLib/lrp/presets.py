@@ -21,8 +21,19 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
-
-from LRPSegmentationLib.lrp.rules import LINEAR_TYPES, _LinearRule, AlphaBeta, Epsilon, Gamma, Gradient, Norm, Pass, Rule, ZBox, ZPlus
+from LRPSegmentationLib.lrp.rules import (
+    LINEAR_TYPES,
+    AlphaBeta,
+    Epsilon,
+    Gamma,
+    Gradient,
+    Norm,
+    Pass,
+    Rule,
+    ZBox,
+    ZPlus,
+    _LinearRule,
+)
 
 ELEMENTWISE_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
@@ -119,4 +130,6 @@ def get_composite(preset: str | Composite) -> Composite:
     try:
         return PRESETS[preset]
     except (KeyError, TypeError):
-        raise PresetError(f"Unknown LRP preset {preset!r}; choose one of {sorted(PRESETS)} or pass a Composite.") from None
+        raise PresetError(
+            f"Unknown LRP preset {preset!r}; choose one of {sorted(PRESETS)} or pass a Composite."
+        ) from None

@@ -12,7 +12,15 @@ import numpy as np
 import slicer
 
 from LRPSegmentationLib.data.modalities import GROUND_TRUTH, MODALITIES
-from LRPSegmentationLib.mrml.nodes import MODALITY_ATTRIBUTE, SceneError, array_from_node, geometry_of_node, hierarchy_item, mask_from_node, volume_node
+from LRPSegmentationLib.mrml.nodes import (
+    MODALITY_ATTRIBUTE,
+    SceneError,
+    array_from_node,
+    geometry_of_node,
+    hierarchy_item,
+    mask_from_node,
+    volume_node,
+)
 
 # ------------------------------------------------------------------------------------------------ case I/O
 

@@ -11,7 +11,16 @@ import slicer
 
 from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import MODALITIES
-from LRPSegmentationLib.mrml.nodes import MODALITY_ATTRIBUTE, SceneError, array_from_node, output_node, owned_output, place_next_to, volume_node, voxels_modified
+from LRPSegmentationLib.mrml.nodes import (
+    MODALITY_ATTRIBUTE,
+    SceneError,
+    array_from_node,
+    output_node,
+    owned_output,
+    place_next_to,
+    volume_node,
+    voxels_modified,
+)
 
 RELEVANCE_COLOR_NAME = "LRPSegmentation Relevance"
 GRID_LAYOUT_ID = 20170

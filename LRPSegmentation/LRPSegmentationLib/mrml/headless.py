@@ -32,7 +32,7 @@ class HeadlessScene:
     slice_logics: dict[str, Any] = field(default_factory=dict)
 
     def slice_logic(self, view_name: str, width: int, height: int, fit: bool = True):
-        """A ``vtkMRMLSliceLogic`` on the slice node of ``view_name`` at ``width`` x ``height`` pixels (created once)."""
+        """A ``vtkMRMLSliceLogic`` on the slice node of ``view_name`` at ``width`` x ``height`` pixels (made once)."""
         logic = self.slice_logics.get(view_name)
         if logic is None:
             slice_node = None

@@ -12,8 +12,8 @@ import os
 import queue
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -228,7 +228,8 @@ def model_summary(path: Path | str | None = None) -> str:
 
 
 def python_executable() -> str:
-    """The interpreter for child jobs: Slicer's ``PythonSlicer`` when found (next to this one or on PATH), else this one."""
+    """The interpreter for child jobs: Slicer's ``PythonSlicer`` when found (next to this one or on PATH), else this
+    one."""
     candidates = [Path(sys.executable).with_name(name) for name in ("PythonSlicer", "PythonSlicer.exe")]
     found = shutil.which("PythonSlicer")
     for candidate in [*candidates, *([Path(found)] if found else [])]:

@@ -24,15 +24,20 @@ from typing import Any
 import numpy as np
 
 from LRPSegmentationLib.analysis import metrics
-from LRPSegmentationLib.mrml import display
-from LRPSegmentationLib.mrml import nodes
-from LRPSegmentationLib.mrml import tables
-from LRPSegmentationLib.data.caseio import load_case, read_volume
-from LRPSegmentationLib.data.geometry import Geometry
-from LRPSegmentationLib.analysis.filters import NO_FILTER, AmplitudeFilter, FilteredMap, NormalisedMap, RelevanceNormalization, normalise_map
+from LRPSegmentationLib.analysis.filters import (
+    NO_FILTER,
+    AmplitudeFilter,
+    FilteredMap,
+    NormalisedMap,
+    RelevanceNormalization,
+    normalise_map,
+)
 from LRPSegmentationLib.analysis.metrics import EmptyMaskWarning
 from LRPSegmentationLib.analysis.scores import ExplanationScores, ReferenceMasks, reference_masks, score_explanation
+from LRPSegmentationLib.data.caseio import load_case, read_volume
+from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import MODALITIES
+from LRPSegmentationLib.mrml import display, nodes, tables
 from LRPSegmentationLib.pipeline.outputs import MASK_FILE, relevance_file
 
 SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -133,7 +138,8 @@ class LiveExplanation:
     def __init__(self, scene, relevance: np.ndarray, images: np.ndarray, geometry: Geometry, *,
                  ground_truth: np.ndarray | None = None, prediction: np.ndarray | None = None,
                  backgrounds: Mapping[str, Any] | None = None, reference=None,
-                 normalization: RelevanceNormalization | str = RelevanceNormalization.PER_CHANNEL, max_layer_results: int = 8) -> None:
+                 normalization: RelevanceNormalization | str = RelevanceNormalization.PER_CHANNEL,
+                 max_layer_results: int = 8) -> None:
         relevance = np.asarray(relevance, dtype=np.float32)
         expected = (len(MODALITIES), *geometry.shape)
         for name, array in (("relevance", relevance), ("images", np.asarray(images))):
@@ -148,8 +154,9 @@ class LiveExplanation:
         self.backgrounds = dict(backgrounds or {})
         self.reference = reference if reference is not None else self.backgrounds.get("ADC")
         self.dice = None if ground_truth is None or prediction is None else metrics.dice(prediction, ground_truth)
-        self.heatmaps = {m: display.heatmap_node(scene, np.zeros(geometry.shape, np.float32), geometry, m, half_width=1.0,
-                                            reference=self.reference) for m in MODALITIES}
+        blank = np.zeros(geometry.shape, np.float32)
+        self.heatmaps = {m: display.heatmap_node(scene, blank, geometry, m, half_width=1.0, reference=self.reference)
+                         for m in MODALITIES}
         nodes.remove_outputs(scene, [role for role, mask in (("prediction", prediction), ("ground_truth", ground_truth))
                                    if mask is None])  # a stale outline of an earlier run would mislead
         self.segmentation = None if prediction is None else nodes.segmentation_node(
@@ -172,7 +179,8 @@ class LiveExplanation:
     @classmethod
     def from_explanation(cls, scene, explanation, backgrounds: Mapping[str, Any] | None = None,
                          reference=None) -> LiveExplanation:
-        """From an in-process :class:`~LRPSegmentationLib.pipeline.explain_case.CaseExplanation` (console, tests, screenshots)."""
+        """From an in-process :class:`~LRPSegmentationLib.pipeline.explain_case.CaseExplanation` (console, tests,
+        screenshots)."""
         case = explanation.case
         return cls(scene, explanation.relevance, case.images, case.geometry, ground_truth=case.ground_truth,
                    prediction=explanation.prediction.mask, backgrounds=backgrounds, reference=reference,

@@ -84,7 +84,8 @@ def _set_voxels(node, array: np.ndarray, geometry: Geometry) -> None:
     array = np.ascontiguousarray(array)
     if array.ndim != 3 or tuple(array.shape) != tuple(geometry.shape):
         raise SceneError(
-            f"Cannot fill volume node {node.GetName()!r}: array shape {array.shape} does not match grid {geometry.shape}."
+            f"Cannot fill volume node {node.GetName()!r}: array shape {array.shape} does not match grid "
+            f"{geometry.shape}."
         )
     image = node.GetImageData()
     same = (
@@ -208,7 +209,8 @@ def mask_from_node(node, reference=None) -> np.ndarray:
         try:
             ids = vtk.vtkStringArray()
             node.GetSegmentation().GetSegmentIDs(ids)
-            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(node, ids, labelmap, reference):
+            export = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode
+            if not export(node, ids, labelmap, reference):
                 raise SceneError(f"Segmentation {node.GetName()!r} could not be exported onto {reference.GetName()!r}.")
             return (array_from_node(labelmap) != 0).astype(np.uint8)
         finally:

@@ -8,8 +8,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from LRPSegmentationLib.data.caseio import Case
 from LRPSegmentationLib.analysis.metrics import dice
+from LRPSegmentationLib.data.caseio import Case
 from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
 from LRPSegmentationLib.net.preprocess import Interpolation, PreprocessSpec, prepare_input, to_native
 from LRPSegmentationLib.net.weights import LoadedModel

@@ -15,10 +15,10 @@ import torch
 from torch.nn import functional as F
 
 from LRPSegmentationLib import __version__
+from LRPSegmentationLib.analysis.metrics import dice
 from LRPSegmentationLib.data.caseio import Case, load_case
 from LRPSegmentationLib.net.devices import resolve_device
 from LRPSegmentationLib.net.model import UNet3D, UNetConfig
-from LRPSegmentationLib.analysis.metrics import dice
 from LRPSegmentationLib.net.predict import predict_case
 from LRPSegmentationLib.net.preprocess import SERIES_GRIDS, PreprocessSpec, prepare_input, prepare_label
 from LRPSegmentationLib.net.weights import LoadedModel, ModelInfo, WeightsError, load_model, save_model

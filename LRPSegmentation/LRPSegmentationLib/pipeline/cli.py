@@ -10,8 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-from LRPSegmentationLib import __version__
-from LRPSegmentationLib import options
+from LRPSegmentationLib import __version__, options
 
 
 class Progress:
@@ -41,8 +40,8 @@ class Progress:
 # --------------------------------------------------------------------------------------------- commands
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from LRPSegmentationLib.net.preprocess import parse_size
     from LRPSegmentationLib.data.synthetic import generate_dataset
+    from LRPSegmentationLib.net.preprocess import parse_size
 
     shape = parse_size(args.shape) if args.shape else None
     folders = generate_dataset(Path(args.out), args.count, args.seed, start=args.start, shape=shape)
@@ -52,14 +51,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from LRPSegmentationLib.net.preprocess import PreprocessSpec, parse_size
-    from LRPSegmentationLib.options import IntensityNormalization
     from LRPSegmentationLib.net.train import PRESETS, LossKind, train, with_overrides
+    from LRPSegmentationLib.options import IntensityNormalization
 
     config = PRESETS[args.preset]
     preprocess = config.preprocess
     if args.size or args.normalization:
         preprocess = PreprocessSpec(size=parse_size(args.size) if args.size else preprocess.size,
-                                    normalization=IntensityNormalization(args.normalization or preprocess.normalization))
+                                    normalization=IntensityNormalization(args.normalization
+                                                                         or preprocess.normalization))
     config = with_overrides(
         config, epochs=args.epochs, learning_rate=args.lr, cosine_schedule=args.cosine_schedule,
         batch_size=args.batch_size,
@@ -83,9 +83,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from LRPSegmentationLib.data.caseio import load_case
-    from LRPSegmentationLib.pipeline.outputs import ResultWriter
     from LRPSegmentationLib.net.predict import predict_case
     from LRPSegmentationLib.net.weights import load_model
+    from LRPSegmentationLib.pipeline.outputs import ResultWriter
 
     progress = Progress(args.progress)
     progress("load", 0.1, f"reading {args.case}")
@@ -106,11 +106,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def explain_settings(args: argparse.Namespace, case):
     """Translate the explain/sweep options into :class:`~.explain.ExplainSettings`."""
-    from LRPSegmentationLib.data.caseio import read_volume
     from LRPSegmentationLib.analysis.filters import AmplitudeFilter
+    from LRPSegmentationLib.data.caseio import read_volume
+    from LRPSegmentationLib.lrp.targets import Target
     from LRPSegmentationLib.options import FilterPlacement, RelevanceNormalization
     from LRPSegmentationLib.pipeline.explain_case import ExplainSettings
-    from LRPSegmentationLib.lrp.targets import Target
 
     mask = read_volume(args.mask)[0] if getattr(args, "mask", None) else None
     voxel = tuple(int(v) for v in args.voxel.split(",")) if getattr(args, "voxel", None) else None
@@ -124,12 +124,12 @@ def explain_settings(args: argparse.Namespace, case):
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from LRPSegmentationLib.data.caseio import load_case
-    from LRPSegmentationLib.pipeline.explain_case import explain_case
-    from LRPSegmentationLib.data.modalities import MODALITIES
-    from LRPSegmentationLib.pipeline.outputs import ResultWriter, relevance_file
     from LRPSegmentationLib.analysis.preview import save_preview
+    from LRPSegmentationLib.data.caseio import load_case
+    from LRPSegmentationLib.data.modalities import MODALITIES
     from LRPSegmentationLib.net.weights import load_model
+    from LRPSegmentationLib.pipeline.explain_case import explain_case
+    from LRPSegmentationLib.pipeline.outputs import ResultWriter, relevance_file
 
     progress = Progress(args.progress)
     progress("load", 0.05, f"reading {args.case}")
@@ -193,11 +193,17 @@ def collect_cases(paths: Sequence[str]) -> list[Path]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from LRPSegmentationLib.data.caseio import load_case
     from LRPSegmentationLib.analysis.filters import AmplitudeFilter
-    from LRPSegmentationLib.pipeline.outputs import ResultWriter
-    from LRPSegmentationLib.pipeline.sweep import SWEET_SPOT_CRITERION, default_filters, plot_sweep, sweep_rows, sweet_spot
+    from LRPSegmentationLib.data.caseio import load_case
     from LRPSegmentationLib.net.weights import load_model
+    from LRPSegmentationLib.pipeline.outputs import ResultWriter
+    from LRPSegmentationLib.pipeline.sweep import (
+        SWEET_SPOT_CRITERION,
+        default_filters,
+        plot_sweep,
+        sweep_rows,
+        sweet_spot,
+    )
 
     progress = Progress(args.progress)
     folders = collect_cases(args.cases)
@@ -226,8 +232,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from LRPSegmentationLib.data.caseio import load_case
-    from LRPSegmentationLib.net.predict import predict_case
     from LRPSegmentationLib.data.synthetic import dataset_seeds, generate_case
+    from LRPSegmentationLib.net.predict import predict_case
     from LRPSegmentationLib.net.weights import load_model
 
     loaded = load_model(args.model)
@@ -367,7 +373,8 @@ def add_explain_options(sub: argparse.ArgumentParser, with_filter: bool = True) 
         sub.add_argument("--filter", choices=options.values(options.FilterKind), default=options.FilterKind.NONE.value)
         sub.add_argument("--alpha", type=float, default=1.0, help="upper band edge a2 of the filter")
         sub.add_argument("--alpha-low", type=float, default=0.0, help="lower band edge a1 of the filter")
-    sub.add_argument("--where", choices=options.values(options.FilterPlacement), default=options.FilterPlacement.OUTPUT.value,
+    sub.add_argument("--where", choices=options.values(options.FilterPlacement),
+                     default=options.FilterPlacement.OUTPUT.value,
                      help="filter the final map (output) or inside the relevance chain at the paper's taps (layers)")
     sub.add_argument("--taps", help="comma-separated tap names for --where layers (default: the paper's taps)")
     sub.add_argument("--normalization", choices=options.values(options.RelevanceNormalization),

@@ -12,17 +12,17 @@ import numpy as np
 import torch
 
 from LRPSegmentationLib import __version__
-from LRPSegmentationLib.data.caseio import Case
-from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
-from LRPSegmentationLib.lrp import explain, get_composite
 from LRPSegmentationLib.analysis.filters import AmplitudeFilter, filter_map
+from LRPSegmentationLib.analysis.scores import ExplanationScores, score_explanation
+from LRPSegmentationLib.data.caseio import Case
+from LRPSegmentationLib.lrp import explain, get_composite
 from LRPSegmentationLib.lrp.taps import tap_filter
 from LRPSegmentationLib.lrp.targets import Target
-from LRPSegmentationLib.options import DEFAULT_PRESET, FilterKind, FilterPlacement, RelevanceNormalization, TargetKind
-from LRPSegmentationLib.analysis.scores import ExplanationScores, score_explanation
+from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
 from LRPSegmentationLib.net.predict import Prediction, prediction_from_probability
 from LRPSegmentationLib.net.preprocess import Interpolation, PreprocessSpec, prepare_input, resize, to_native
 from LRPSegmentationLib.net.weights import LoadedModel
+from LRPSegmentationLib.options import DEFAULT_PRESET, FilterKind, FilterPlacement, RelevanceNormalization, TargetKind
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ class CaseExplanation:
     def filtered(self, filt: AmplitudeFilter | None = None):
         """The final map under ``filt`` (default: the settings' filter when it acts on the output)."""
         if filt is None:
-            filt = self.settings.filter if self.settings.where == FilterPlacement.OUTPUT else AmplitudeFilter.parse(None)
+            on_output = self.settings.where == FilterPlacement.OUTPUT
+            filt = self.settings.filter if on_output else AmplitudeFilter.parse(None)
         return filter_map(self.relevance, filt, self.settings.normalization)
 
     def scores(self, filt: AmplitudeFilter | None = None, **options) -> ExplanationScores:

@@ -13,7 +13,6 @@ import numpy as np
 from LRPSegmentationLib.data.caseio import write_volume
 from LRPSegmentationLib.data.geometry import Geometry
 
-
 PROBABILITY_FILE = "prediction_probability.nii.gz"
 MASK_FILE = "prediction_mask.nii.gz"
 

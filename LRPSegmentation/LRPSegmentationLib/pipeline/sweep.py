@@ -9,11 +9,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from LRPSegmentationLib.data.caseio import Case
-from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case
 from LRPSegmentationLib.analysis.filters import AmplitudeFilter, paper_filters
-from LRPSegmentationLib.options import FilterKind, FilterPlacement
+from LRPSegmentationLib.data.caseio import Case
 from LRPSegmentationLib.net.weights import LoadedModel
+from LRPSegmentationLib.options import FilterKind, FilterPlacement
+from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case
 
 SWEET_SPOT_CRITERION = (
     "per filter kind, the band with the highest mean D(LRP_alpha, x) over cases and modalities among those whose "
@@ -114,7 +114,8 @@ def plot_sweep(rows: list[dict], out_dir: Path | str) -> list[Path]:
         axis.set_ylim(-0.02, 1.02)
 
     has_gt = any(r.get("gt_inclusivity") is not None for r in channel_rows)
-    columns = [("input_inclusivity", "D(LRP_alpha, x)")] + ([("gt_inclusivity", "D(LRP_alpha, y_OT)")] if has_gt else [])
+    columns = [("input_inclusivity", "D(LRP_alpha, x)")]
+    columns += [("gt_inclusivity", "D(LRP_alpha, y_OT)")] if has_gt else []
     figure, axes = plt.subplots(len(columns), 2, figsize=(13, 4.2 * len(columns)), squeeze=False,
                                 constrained_layout=True)
     for i, (column, name) in enumerate(columns):

@@ -8,16 +8,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from LRPSegmentationLib.pipeline.cli import main
-from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case
-from LRPSegmentationLib.options import FilterPlacement
 from LRPSegmentationLib.analysis.filters import AmplitudeFilter
-from LRPSegmentationLib.lrp.targets import Target
 from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.data.synthetic import generate_case
+from LRPSegmentationLib.lrp.targets import Target
 from LRPSegmentationLib.net.weights import load_model
-
-
+from LRPSegmentationLib.options import FilterPlacement
+from LRPSegmentationLib.pipeline.cli import main
+from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case
 
 
 def run(*args: str) -> int:

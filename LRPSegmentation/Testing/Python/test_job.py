@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from LRPSegmentationLib.mrml.job import (ChildJob, ExplainRequest, JobError, ProgressEvent, child_environment,
-                                    parse_progress)
+from LRPSegmentationLib.mrml.job import (
+    ChildJob,
+    ExplainRequest,
+    JobError,
+    ProgressEvent,
+    child_environment,
+    parse_progress,
+)
 
 
 def test_request_command_line_matches_the_cli_contract(tmp_path):
@@ -36,7 +42,8 @@ def test_request_rejects_bad_options(tmp_path, kwargs, word):
 
 
 def test_parse_progress_lines():
-    assert parse_progress('{"stage": "lrp", "fraction": 0.5, "message": "layer 3"}') == ProgressEvent("lrp", 0.5, "layer 3")
+    event = parse_progress('{"stage": "lrp", "fraction": 0.5, "message": "layer 3"}')
+    assert event == ProgressEvent("lrp", 0.5, "layer 3")
     assert parse_progress('{"stage": "note", "fraction": null, "message": "CPU fallback"}').fraction is None
     assert parse_progress("Traceback (most recent call last):") is None
     assert parse_progress("{not json") is None
@@ -68,8 +75,8 @@ def test_job_failure_gives_the_last_line(tmp_path):
 
 
 def test_job_cancel_stops_the_child(tmp_path):
-    job = script_job(tmp_path, "import time\nprint('{\"stage\": \"start\", \"fraction\": 0, \"message\": \"\"}', flush=True)\n"
-                     "time.sleep(60)\n")
+    start_line = '{"stage": "start", "fraction": 0, "message": ""}'
+    job = script_job(tmp_path, f"import time\nprint({start_line!r}, flush=True)\ntime.sleep(60)\n")
     job.start()
     deadline = time.time() + 20
     while not job.poll() and time.time() < deadline:

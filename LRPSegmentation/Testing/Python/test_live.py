@@ -1,4 +1,5 @@
-"""The live view (LRPSegmentationLib.mrml.live) on a real slicer-core scene with a real (tiny, random) model's relevance."""
+"""The live view (LRPSegmentationLib.mrml.live) on a real slicer-core scene with a real (tiny, random) model's
+relevance."""
 
 from __future__ import annotations
 
@@ -12,21 +13,21 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is needed for the MRM
 if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the installed 'slicer' package has no MRML (install slicer-core)", allow_module_level=True)
 
+from LRPSegmentationLib.analysis.filters import AmplitudeFilter, filter_map  # noqa: E402
+from LRPSegmentationLib.analysis.metrics import EmptyMaskWarning  # noqa: E402
+from LRPSegmentationLib.analysis.scores import score_explanation  # noqa: E402
+from LRPSegmentationLib.data.caseio import Case  # noqa: E402
+from LRPSegmentationLib.data.modalities import MODALITIES  # noqa: E402
+from LRPSegmentationLib.lrp.targets import Target  # noqa: E402
 from LRPSegmentationLib.mrml import case as case_nodes  # noqa: E402
 from LRPSegmentationLib.mrml import display as heatmap_display  # noqa: E402
 from LRPSegmentationLib.mrml import headless as headless_mrml  # noqa: E402
 from LRPSegmentationLib.mrml import nodes as scene_nodes  # noqa: E402
 from LRPSegmentationLib.mrml import tables as score_tables  # noqa: E402
-from LRPSegmentationLib.data.caseio import Case  # noqa: E402
+from LRPSegmentationLib.mrml.live import LiveError, LiveExplanation, band_key, score_rows  # noqa: E402
+from LRPSegmentationLib.net.weights import load_model  # noqa: E402
 from LRPSegmentationLib.pipeline.cli import main as cli_main  # noqa: E402
 from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case  # noqa: E402
-from LRPSegmentationLib.mrml.live import LiveError, LiveExplanation, band_key, score_rows  # noqa: E402
-from LRPSegmentationLib.analysis.filters import AmplitudeFilter, filter_map  # noqa: E402
-from LRPSegmentationLib.lrp.targets import Target  # noqa: E402
-from LRPSegmentationLib.analysis.metrics import EmptyMaskWarning  # noqa: E402
-from LRPSegmentationLib.analysis.scores import score_explanation  # noqa: E402
-from LRPSegmentationLib.data.modalities import MODALITIES  # noqa: E402
-from LRPSegmentationLib.net.weights import load_model  # noqa: E402
 
 FILTERS = [AmplitudeFilter(), AmplitudeFilter.pass_band(0.3), AmplitudeFilter.clamp_band(0.05, 0.5)]
 
@@ -84,7 +85,8 @@ def test_apply_writes_the_filtered_map_and_its_scores(live, explanation, filt):
     scores = live.apply(filt)
     expected = filter_map(explanation.relevance, filt)
     for channel, modality in enumerate(MODALITIES):
-        np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps[modality]), expected.normalised[channel])
+        voxels = scene_nodes.array_from_node(live.heatmaps[modality])
+        np.testing.assert_array_equal(voxels, expected.normalised[channel])
         window = live.heatmaps[modality].GetDisplayNode()
         assert window.GetWindow() == pytest.approx(2 * max(filt.high, 1e-3))
         assert not window.GetAutoWindowLevel()

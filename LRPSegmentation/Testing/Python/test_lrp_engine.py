@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+import zennit_reference as zr
 from torch import nn
 from torch.nn import functional as F
 
@@ -25,8 +26,6 @@ from LRPSegmentationLib.lrp import (
 )
 from LRPSegmentationLib.lrp.canonize import cached_canonical
 from LRPSegmentationLib.net.model import UNet3D, UNetConfig
-
-import zennit_reference as zr
 
 SHAPE = (1, 6, 8, 16, 16)
 

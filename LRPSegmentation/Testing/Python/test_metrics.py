@@ -10,7 +10,19 @@ import numpy as np
 import pytest
 
 from LRPSegmentationLib.analysis.filters import normalise_map
-from LRPSegmentationLib.analysis.metrics import EmptyMaskWarning, MetricsError, binarise_input, binarise_relevance, conservation, inclusivity, modality_shares, mu, pointing_game, relevance_mass_accuracy, relevance_rank_accuracy
+from LRPSegmentationLib.analysis.metrics import (
+    EmptyMaskWarning,
+    MetricsError,
+    binarise_input,
+    binarise_relevance,
+    conservation,
+    inclusivity,
+    modality_shares,
+    mu,
+    pointing_game,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+)
 from LRPSegmentationLib.analysis.scores import reference_masks, score_explanation
 
 

@@ -136,7 +136,8 @@ def test_ui_structure_and_parameter_bindings():
     unknown = {w: p for w, p in bindings.items() if p not in fields}
     assert not unknown, f"SlicerParameterName without a parameter-node field: {unknown}"
     for key in ("adc", "mtt", "rcbf", "rcbv", "tmax", "ttp"):
-        assert widgets[f"{key}Selector"].get("class") == "qMRMLNodeComboBox" and bindings[f"{key}Selector"] == f"{key}Volume"
+        assert widgets[f"{key}Selector"].get("class") == "qMRMLNodeComboBox"
+        assert bindings[f"{key}Selector"] == f"{key}Volume"
     assert widgets["alphaSlider"].get("class") == "ctkSliderWidget"
     assert widgets["scoresTableView"].get("class") == "qMRMLTableView"
     assert bindings["alphaSlider"] == "alpha" and bindings["opacitySlider"] == "opacity"

@@ -3,9 +3,18 @@
 import numpy as np
 import pytest
 
+from LRPSegmentationLib.net.preprocess import (
+    SERIES_GRIDS,
+    Interpolation,
+    PreprocessSpec,
+    normalize,
+    parse_size,
+    prepare_input,
+    prepare_label,
+    resize,
+    to_native,
+)
 from LRPSegmentationLib.options import IntensityNormalization
-from LRPSegmentationLib.net.preprocess import (SERIES_GRIDS, Interpolation, PreprocessSpec, normalize,
-                                           parse_size, prepare_input, prepare_label, resize, to_native)
 
 
 def test_minmax_maps_each_channel_to_unit_range_and_constant_to_zero():

@@ -1,4 +1,4 @@
-"""The Qt-free MRML layer (LRPSegmentationLib.mrml.nodes) on a real slicer-core scene: nodes, display, blending, saving."""
+"""The Qt-free MRML layer (LRPSegmentationLib.mrml) on a real slicer-core scene: nodes, display, blending, saving."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ if not hasattr(slicer, "vtkMRMLScene"):
     pytest.skip("the installed 'slicer' package has no MRML (install slicer-core)", allow_module_level=True)
 
 from LRPSegmentationLib.analysis import metrics  # noqa: E402
+from LRPSegmentationLib.data.caseio import Case  # noqa: E402
+from LRPSegmentationLib.data.geometry import Geometry  # noqa: E402
+from LRPSegmentationLib.data.modalities import MODALITIES  # noqa: E402
 from LRPSegmentationLib.mrml import case as case_nodes  # noqa: E402
 from LRPSegmentationLib.mrml import display as heatmap_display  # noqa: E402
 from LRPSegmentationLib.mrml import headless as headless_mrml  # noqa: E402
 from LRPSegmentationLib.mrml import nodes as scene_nodes  # noqa: E402
 from LRPSegmentationLib.mrml import tables as score_tables  # noqa: E402
-from LRPSegmentationLib.data.caseio import Case  # noqa: E402
-from LRPSegmentationLib.data.geometry import Geometry  # noqa: E402
-from LRPSegmentationLib.data.modalities import MODALITIES  # noqa: E402
 
 ROTATED = Geometry(
     shape=(4, 6, 5),
@@ -124,7 +124,8 @@ def test_load_case_folder_from_isles_layout(mrml, tmp_path):
     folder = synthetic.write_isles_case(generated, tmp_path, 2)
     nodes = case_nodes.load_case_folder(mrml.scene, folder)
     for channel, modality in enumerate(MODALITIES):
-        np.testing.assert_allclose(scene_nodes.array_from_node(nodes.volumes[modality]), generated.images[channel], rtol=1e-6)
+        voxels = scene_nodes.array_from_node(nodes.volumes[modality])
+        np.testing.assert_allclose(voxels, generated.images[channel], rtol=1e-6)
         assert scene_nodes.geometry_of_node(nodes.volumes[modality]).matches(generated.geometry, tolerance=1e-5)
     np.testing.assert_array_equal(scene_nodes.array_from_node(nodes.ground_truth), generated.ground_truth)
 
@@ -286,7 +287,8 @@ def test_segmentation_node_and_dice(mrml):
 
 
 def test_scores_table_in_place_update(mrml):
-    rows = [{"modality": m, "inclusivity": 0.1 * i, "share": None if i == 2 else 1 / 6} for i, m in enumerate(MODALITIES)]
+    rows = [{"modality": m, "inclusivity": 0.1 * i, "share": None if i == 2 else 1 / 6}
+            for i, m in enumerate(MODALITIES)]
     table = score_tables.scores_table(mrml.scene, rows)
     assert table.GetAttribute(scene_nodes.OUTPUT_ATTRIBUTE) == "scores"
     read = score_tables.table_rows(table)
@@ -318,7 +320,8 @@ def test_outputs_are_tagged_and_removed_without_touching_inputs(mrml):
     assert hierarchy.GetItemName(folder) == "LRPSegmentation"
     assert hierarchy.GetItemParent(folder) == hierarchy.GetItemParent(hierarchy.GetItemByDataNode(nodes.volumes["ADC"]))
     assert scene_nodes.remove_outputs(mrml.scene, ["relevance_ADC"]) == 1
-    assert scene_nodes.output_node(mrml.scene, "relevance_ADC") is None and scene_nodes.output_node(mrml.scene, "scores") is not None
+    assert scene_nodes.output_node(mrml.scene, "relevance_ADC") is None
+    assert scene_nodes.output_node(mrml.scene, "scores") is not None
     scene_nodes.remove_outputs(mrml.scene)
     assert scene_nodes.output_nodes(mrml.scene) == []
     assert mrml.scene.IsNodePresent(user_node) and all(mrml.scene.IsNodePresent(n) for n in nodes.volumes.values())
@@ -340,7 +343,8 @@ def on_grid(node, geometry: Geometry) -> np.ndarray:
 
 def on_grid_mask(segmentation, reference, geometry: Geometry) -> np.ndarray:
     mask = scene_nodes.segmentation_mask(segmentation, reference)
-    holder = scene_nodes.volume_node(reference.GetScene(), mask, scene_nodes.geometry_of_node(reference), "__mask__", labelmap=True)
+    grid = scene_nodes.geometry_of_node(reference)
+    holder = scene_nodes.volume_node(reference.GetScene(), mask, grid, "__mask__", labelmap=True)
     return on_grid(holder, geometry)
 
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LRPSegmentationLib.pipeline.cli import main
 from LRPSegmentationLib.analysis.metrics import dice
+from LRPSegmentationLib.data.synthetic import generate_case, generate_dataset, write_isles_case
 from LRPSegmentationLib.net.predict import predict_case
 from LRPSegmentationLib.net.preprocess import PreprocessSpec
-from LRPSegmentationLib.data.synthetic import generate_case, generate_dataset, write_isles_case
 from LRPSegmentationLib.net.train import TrainConfig, split_cases, train
 from LRPSegmentationLib.net.weights import load_model, read_metadata
+from LRPSegmentationLib.pipeline.cli import main
 
 TINY = TrainConfig(epochs=1, base_width=2, preprocess=PreprocessSpec(size=(8, 32, 32)), validation_fraction=0.34,
                    learning_rate=1e-3)

@@ -9,8 +9,14 @@ from safetensors.torch import save_file
 
 from LRPSegmentationLib.net.model import UNet3D, UNetConfig
 from LRPSegmentationLib.net.preprocess import PreprocessSpec
-from LRPSegmentationLib.net.weights import (ModelInfo, WeightsError, bundled_model_path, load_model,
-                                        read_metadata, save_model)
+from LRPSegmentationLib.net.weights import (
+    ModelInfo,
+    WeightsError,
+    bundled_model_path,
+    load_model,
+    read_metadata,
+    save_model,
+)
 
 
 def tiny_model(**config) -> UNet3D:
