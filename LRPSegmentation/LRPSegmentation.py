@@ -1,9 +1,7 @@
 """LRPSegmentation: stroke lesion segmentation of six-modality MRI with a 3D U-Net, explained by filtered LRP.
 
-Thin Slicer layer: the Widget gathers GUI state, the Logic translates it into calls of LRPSegmentationLib
-(scene: MRML nodes; job: the child process running ``lrpseg explain``; live: the cached map, heatmaps and scores
-table the sliders update). torch is imported only by LRPSegmentationLib functions called after the dependency
-check, so the module loads (and Slicer's generic tests run) without it.
+Thin Slicer layer: the Widget connects the .ui to the parameter node and the Logic (LRPSegmentationLib.mrml.session,
+over the run controller). Only the child process that runs ``lrpseg explain`` imports torch.
 """
 
 from pathlib import Path
@@ -24,13 +22,11 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+from LRPSegmentationLib import options
 from LRPSegmentationLib.data.modalities import MODALITIES
-from LRPSegmentationLib.mrml import case as case_nodes
-from LRPSegmentationLib.mrml import job as lrpjob
-from LRPSegmentationLib.mrml import nodes as scene_nodes
+from LRPSegmentationLib.mrml import dependencies, display, job, panel, run, session
 
 MODULE_DIR = Path(__file__).resolve().parent
-SELECTOR_KEYS = {"ADC": "adc", "MTT": "mtt", "rCBF": "rcbf", "rCBV": "rcbv", "Tmax": "tmax", "TTP": "ttp"}
 
 
 class LRPSegmentation(ScriptedLoadableModule):
@@ -49,13 +45,14 @@ class LRPSegmentation(ScriptedLoadableModule):
             "Method after E. Tjoa et al., LRP on a 3D U-Net for ISLES 2017 ischemic stroke lesion segmentation, "
             "arXiv:1911.08136. The bundled model is trained on synthetic ISLES-like cases, not on patient data; "
             "it is not a medical device.")
-        slicer.app.connect("startupCompleted()", registerSampleData)
+        slicer.app.connect("startupCompleted()", onStartupCompleted)
 
 
-def registerSampleData():
-    """A synthetic ISLES-like case in Sample Data, generated locally (no download)."""
+def onStartupCompleted():
+    """Register the 2x3 layout (so saved scenes reopen in it) and the synthetic case in Sample Data."""
     import SampleData
 
+    display.register_grid_layout(slicer.mrmlScene)
     SampleData.SampleDataLogic.registerCustomSampleDataSource(
         category="LRPSegmentation", sampleName="LRPSegmentationSynthetic", uris="generated:lrpsegmentation-synthetic",
         fileNames="LRPSegmentationSynthetic", nodeNames="LRPSegmentationSynthetic_ADC",
@@ -65,24 +62,22 @@ def registerSampleData():
 
 @parameterNodeWrapper
 class LRPSegmentationParameterNode:
-    adcVolume: vtkMRMLScalarVolumeNode
-    mttVolume: vtkMRMLScalarVolumeNode
-    rcbfVolume: vtkMRMLScalarVolumeNode
-    rcbvVolume: vtkMRMLScalarVolumeNode
-    tmaxVolume: vtkMRMLScalarVolumeNode
-    ttpVolume: vtkMRMLScalarVolumeNode
-    groundTruth: Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]
+    adcVolume: Optional[vtkMRMLScalarVolumeNode]
+    mttVolume: Optional[vtkMRMLScalarVolumeNode]
+    rcbfVolume: Optional[vtkMRMLScalarVolumeNode]
+    rcbvVolume: Optional[vtkMRMLScalarVolumeNode]
+    tmaxVolume: Optional[vtkMRMLScalarVolumeNode]
+    ttpVolume: Optional[vtkMRMLScalarVolumeNode]
+    groundTruth: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]]
     modelPath: str = ""
-    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
-    rule: Annotated[str, Choice(["epsilon", "epsilon-zb", "epsilon-zplus", "zplus", "epsilon-alpha1beta0",
-                                 "epsilon-gamma-zb", "paper"])] = "epsilon"
-    target: Annotated[str, Choice(["lesion-logits", "probability", "equal", "whole-output", "contrastive",
-                                   "false-positive", "false-negative"])] = "lesion-logits"
-    filterKind: Annotated[str, Choice(["none", "pass", "clamp"])] = "none"
+    device: Annotated[str, Choice(list(options.DEVICE_CHOICES))] = "auto"
+    rule: Annotated[str, Choice(list(options.PRESET_NAMES))] = options.DEFAULT_PRESET
+    target: Annotated[str, Choice(options.values(options.PANEL_TARGETS))] = options.DEFAULT_TARGET.value
+    filterKind: Annotated[str, Choice(options.values(options.FilterKind))] = "none"
     alpha: Annotated[float, WithinRange(0.0, 1.0)] = 0.2
     useAlphaLow: bool = False
     alphaLow: Annotated[float, WithinRange(0.0, 1.0)] = 0.0
-    where: Annotated[str, Choice(["output", "layers"])] = "output"
+    where: Annotated[str, Choice(options.values(options.FilterPlacement))] = "output"
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
     singleView: bool = False
     viewModality: Annotated[str, Choice(list(MODALITIES))] = "ADC"
@@ -93,7 +88,7 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = self._parameterNode = self._parameterNodeGuiTag = None
+        self.logic = self._parameterNode = self._parameterNodeGuiTag = self._seen = None
         self._timer = qt.QTimer()
         self._timer.connect("timeout()", self.onPoll)
 
@@ -107,21 +102,23 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.loadCaseButton.connect("clicked(bool)", self.onLoadCase)
-        self.ui.bundledModelButton.connect("clicked(bool)", lambda: self.ui.modelPathLineEdit.setCurrentPath(""))
-        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
+        self.ui.bundledModelButton.connect("clicked(bool)", lambda: self.setParameter("modelPath", ""))
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", lambda p: self.setParameter("modelPath", p))
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
+        self.ui.cancelButton.connect("clicked(bool)", self.logic.cancel)
         self.ui.exportScoresButton.connect("clicked(bool)", self.onExportScores)
-        for kind in ("none", "pass", "clamp"):
-            getattr(self.ui, f"filter{kind.capitalize()}RadioButton").connect(
-                "toggled(bool)", lambda checked, k=kind: checked and self.setParameter("filterKind", k))
-        for where in ("output", "layers"):
-            getattr(self.ui, f"where{where.capitalize()}RadioButton").connect(
-                "toggled(bool)", lambda checked, w=where: checked and self.setParameter("where", w))
+        for name, group, vocabulary in (("filterKind", "filter", options.FilterKind),
+                                        ("where", "where", options.FilterPlacement)):
+            for value in options.values(vocabulary):
+                self.radio(group, value).connect(
+                    "toggled(bool)", lambda on, n=name, v=value: on and self.setParameter(n, v))
         self.initializeParameterNode()
-        self.onModelPathChanged(self.ui.modelPathLineEdit.currentPath)
+
+    def radio(self, group: str, value: str):
+        return getattr(self.ui, f"{group}{value.capitalize()}RadioButton")
 
     def cleanup(self) -> None:
+        self.logic.cancel()
         self._timer.stop()
         self.removeObservers()
 
@@ -132,8 +129,7 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.onCancel()
-        self.logic.live = None  # its nodes go with the scene
+        self.logic.closeScene()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -147,115 +143,96 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
-        self._parameterNode = parameterNode
+        self._parameterNode, self._seen = parameterNode, None
         if parameterNode:
             self._parameterNodeGuiTag = parameterNode.connectGui(self.ui)
             self.addObserver(parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
-            getattr(self.ui, f"filter{parameterNode.filterKind.capitalize()}RadioButton").checked = True
-            getattr(self.ui, f"where{parameterNode.where.capitalize()}RadioButton").checked = True
-            self.ui.modelPathLineEdit.currentPath = parameterNode.modelPath
             self.onParameterChanged()
 
-    def inputVolumes(self) -> dict:
-        return {m: getattr(self._parameterNode, f"{SELECTOR_KEYS[m]}Volume") for m in MODALITIES}
-
-    def band(self) -> tuple:
-        p = self._parameterNode
-        return p.filterKind, p.alpha, p.alphaLow if p.useAlphaLow else 0.0
+    def setParameter(self, name: str, value) -> None:
+        if self._parameterNode and getattr(self._parameterNode, name) != value:
+            setattr(self._parameterNode, name, value)
 
     def onParameterChanged(self, caller=None, event=None) -> None:
+        """Show the parameters (also those set from the console or a loaded scene) and route the change."""
         p = self._parameterNode
         if p is None:
             return
-        ready, running = all(self.inputVolumes().values()), self.logic.running
-        self.ui.applyButton.enabled = ready and not running
-        self.ui.applyButton.toolTip = _("Segment and explain.") if ready else _("Select a volume for each modality.")
+        seen = panel.snapshot(p)
+        change, self._seen = panel.changes(self._seen, seen), seen
+        self.radio("filter", p.filterKind).checked = True
+        self.radio("where", p.where).checked = True
+        if self.ui.modelPathLineEdit.currentPath != p.modelPath:
+            self.ui.modelPathLineEdit.currentPath = p.modelPath
+        if change & panel.Change.SETTINGS:
+            self.ui.modelInfoLabel.text = self.logic.modelSummary(p.modelPath)
+        self.updateButtons()
+        with slicer.util.tryWithErrorDisplay(_("Updating the explanation failed.")):
+            self.logic.update(p, change)
+        if self.logic.running and not self._timer.isActive():
+            self._timer.start(100)  # an in-chain band the slider asked for is computed in the background
+        self.showResult()
+
+    def updateButtons(self) -> None:
+        p, running = self._parameterNode, self.logic.running
+        problems = run.input_problems(panel.input_volumes(p))
+        self.ui.applyButton.enabled = not problems and not running
+        self.ui.applyButton.toolTip = _("Segment and explain.") if not problems else _(
+            "Select a volume of its own for: {modalities}").format(modalities=", ".join(problems))
         self.ui.cancelButton.enabled = running
         self.ui.alphaSlider.enabled = p.filterKind != "none"
         self.ui.alphaLowSlider.enabled = p.useAlphaLow and p.filterKind != "none"
         self.ui.viewModalityComboBox.enabled = p.singleView
-        if self.logic.live is None:
-            return
-        with slicer.util.tryWithErrorDisplay(_("Updating the explanation failed.")):
-            if p.where == "output":
-                self.logic.applyFilter(*self.band())
-            elif self.logic.showLayerFiltered(*self.band()) is None and not running:
-                self.startRun(*self.band())  # computed in the background, then cached for this band
-            self.logic.showViews(p.singleView, p.viewModality, p.opacity, p.showOutlines)
-            self.ui.scoresTableView.setMRMLTableNode(self.logic.live.table)
-            dice = self.logic.live.dice
-            self.ui.diceLabel.text = _("Dice: {value}").format(value="-" if dice is None else f"{dice:.3f}")
 
-    def setParameter(self, name: str, value) -> None:
-        if self._parameterNode:
-            setattr(self._parameterNode, name, value)
-
-    def onModelPathChanged(self, path: str) -> None:
-        self.setParameter("modelPath", path)
-        try:
-            self.ui.modelInfoLabel.text = lrpjob.model_summary(path or None)
-        except ValueError as error:
-            self.ui.modelInfoLabel.text = str(error)
+    def showResult(self) -> None:
+        live, p = self.logic.live, self._parameterNode
+        if live is not None and p is not None:
+            self.ui.scoresTableView.setMRMLTableNode(live.table)
+            self.ui.diceLabel.text = _("Dice: {value}").format(value="-" if live.dice is None else f"{live.dice:.3f}")
+            if not self.logic.running:
+                self.ui.statusLabel.text = self.logic.staleReason(p) or self.ui.statusLabel.text
 
     def onLoadCase(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("ISLES case folder"))
         if folder:
             with slicer.util.tryWithErrorDisplay(_("Loading the case failed."), waitCursor=True):
-                nodes = self.logic.loadCaseFolder(folder)
-                for modality, node in nodes.volumes.items():
-                    setattr(self._parameterNode, f"{SELECTOR_KEYS[modality]}Volume", node)
-                self._parameterNode.groundTruth = nodes.ground_truth
+                self.logic.selectCase(self._parameterNode, self.logic.loadCaseFolder(folder))
 
     def onApply(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Starting the computation failed."), waitCursor=True):
             if self.logic.ensureDependencies():
-                self.startRun("none", 1.0, 0.0)  # the raw map; in-chain bands follow on demand
-
-    def startRun(self, kind: str, alpha: float, alphaLow: float) -> None:
-        p = self._parameterNode
-        self.logic.start(self.inputVolumes(), p.groundTruth, modelPath=p.modelPath or None, device=p.device,
-                         rule=p.rule, target=p.target, where=p.where if kind != "none" else "output",
-                         filterKind=kind, alpha=alpha, alphaLow=alphaLow)
-        self.ui.progressBar.value = 0
-        self.ui.statusLabel.text = _("Running...")
-        self._timer.start(100)
-        self.onParameterChanged()
+                self.logic.startFromParameters(self._parameterNode)
+                self._timer.start(100)
+        self.onPoll()
 
     def onPoll(self) -> None:
-        for event in self.logic.job.poll():
-            if event.fraction is not None:
-                self.ui.progressBar.value = int(100 * event.fraction)
-            self.ui.statusLabel.text = f"{event.stage}: {event.message}"
-        self.ui.timeLabel.text = f"{self.logic.job.elapsed:.1f} s"
-        if self.logic.job.finished:
+        status = self.logic.poll()
+        self.ui.progressBar.value = int(100 * (status.fraction or 0.0))
+        self.ui.statusLabel.text = f"{status.stage}: {status.message}" if status.running else status.message
+        self.ui.timeLabel.text = f"{status.elapsed:.1f} s"
+        if not status.running:
             self._timer.stop()
-            with slicer.util.tryWithErrorDisplay(_("The computation failed."), waitCursor=True):
-                self.logic.finish()
-                self.ui.statusLabel.text = _("Done in {seconds:.1f} s.").format(seconds=self.logic.job.elapsed)
-                self.ui.progressBar.value = 100
-            self.onParameterChanged()
-
-    def onCancel(self) -> None:
-        if self.logic and self.logic.running:
-            self.logic.job.cancel()
-            self.ui.statusLabel.text = _("Cancelled.")
+            if status.state is run.RunState.FAILED:
+                slicer.util.errorDisplay(_("The computation failed: {reason}").format(reason=status.message))
+            elif status.state is run.RunState.DONE and self._parameterNode is not None:
+                self.logic.update(self._parameterNode, panel.Change.FILTER | panel.Change.DISPLAY)
+            self.updateButtons()
+            self.showResult()
 
     def onExportScores(self) -> None:
-        if self.logic.live is None:
-            return
         path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export scores"), "lrp_scores.csv",
                                               "CSV (*.csv)")
         if path:
             with slicer.util.tryWithErrorDisplay(_("Export failed.")):
-                slicer.util.saveNode(self.logic.live.table, path)
+                self.logic.exportScores(path)
 
 
-class LRPSegmentationLogic(ScriptedLoadableModuleLogic):
-    """Console API, e.g.::
+class LRPSegmentationLogic(ScriptedLoadableModuleLogic, session.ExplanationSession):
+    """Console API (LRPSegmentationLib.mrml.session); ``explain`` keeps Slicer responsive while it waits::
 
         logic = slicer.util.getModuleLogic("LRPSegmentation")
         nodes = logic.loadSyntheticSample()                  # or logic.loadCaseFolder("/data/training_4")
-        live = logic.explain(nodes.volumes, nodes.ground_truth, device="cpu")   # blocking; a LiveExplanation
+        live = logic.explain(nodes.volumes, nodes.ground_truth, device="cpu")   # a LiveExplanation
         rows = logic.applyFilter("pass", alpha=0.2)           # live filter: heatmaps + scores table rows
         logic.showViews(singleView=False, opacity=0.6)
         live.heatmaps["Tmax"], live.table, live.dice          # the module's output nodes and the case's Dice
@@ -263,140 +240,53 @@ class LRPSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.job = None  # the running or last ChildJob
-        self.live = None  # the LiveExplanation of the last result (LRPSegmentationLib.mrml.live)
-        self._pending = None
+        session.ExplanationSession.__init__(self, slicer.mrmlScene, self.workFolder(),
+                                            run.child_process_jobs(MODULE_DIR), idle=slicer.app.processEvents)
         self._dependenciesChecked = False
 
     def getParameterNode(self):
         return LRPSegmentationParameterNode(super().getParameterNode())
 
-    @property
-    def running(self) -> bool:
-        return self.job is not None and not self.job.finished
-
     def workFolder(self) -> Path:
         """User-writable folder for runs and generated samples (Slicer's cache; never the install folder)."""
         return Path(slicer.app.cachePath) / "LRPSegmentation"
 
-    def loadCaseFolder(self, folder):
-        """Load an ISLES (or flat ADC.nii.gz ...) case folder as six named volumes (+ OT labelmap): CaseNodes."""
-        nodes = case_nodes.load_case_folder(slicer.mrmlScene, folder)
-        slicer.util.setSliceViewerLayers(background=nodes.volumes["ADC"], fit=True)
-        return nodes
-
-    def loadSyntheticSample(self, seed: int = 2017):
-        """Generate (once, in the work folder) and load a synthetic ISLES-like case: CaseNodes."""
-        nodes = case_nodes.load_synthetic_case(slicer.mrmlScene, self.workFolder() / "SampleData", seed)
+    def onCaseLoaded(self, nodes):
         slicer.util.setSliceViewerLayers(background=nodes.volumes["ADC"], fit=True)
         return nodes
 
     def ensureDependencies(self, askUser: bool = True) -> bool:
         """torch through the PyTorch extension, other packages with pip (version floors), asking once."""
-        if self._dependenciesChecked:
-            return True
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError:
-            raise RuntimeError(_("This module needs the PyTorch extension: install 'PyTorch' from the Extensions "
-                                 "Manager and restart Slicer.")) from None
-        torchLogic, missing = PyTorchUtils.PyTorchUtilsLogic(), lrpjob.missing_requirements()
-        names = ", ".join((["PyTorch"] if not torchLogic.torchInstalled() else []) + missing)
-        if names and askUser and not slicer.util.confirmOkCancelDisplay(
-                _("LRPSegmentation needs {names}. Install now? (This can take minutes.)").format(names=names)):
-            return False
-        if not torchLogic.torchInstalled() and torchLogic.installTorch(
-                askConfirmation=False, torchVersionRequirement=">=2.1") is None:
-            raise RuntimeError(_("PyTorch could not be installed; see the PyTorch Utils module."))
-        if missing:
-            slicer.util.pip_install(missing)
-        self._dependenciesChecked = True
-        return True
-
-    def start(self, volumes: dict, groundTruth=None, *, modelPath=None, device="auto", rule="epsilon",
-              target="lesion-logits", where="output", filterKind="none", alpha=1.0, alphaLow=0.0):
-        """Write the inputs to a new run folder and start ``lrpseg explain`` in a child process (non-blocking).
-
-        With ``where="layers"`` the filter band acts inside the chain (the result is cached per band); a final-map
-        filter is never sent to the child: :meth:`applyFilter` applies it live.
-        """
-        from LRPSegmentationLib.mrml.live import slider_filter
-
-        if self.running:
-            raise RuntimeError(_("A computation is already running; cancel it first."))
-        band = slider_filter(filterKind if where == "layers" else "none", alpha, alphaLow)
-        request = lrpjob.ExplainRequest.in_new_run_folder(
-            self.workFolder(), model=Path(modelPath) if modelPath else None, device=device, rule=rule,
-            target=target, filter=band.kind.value, alpha=band.high, alpha_low=band.low, where=where)
-        case_nodes.write_case_folder(volumes, request.case_dir, groundTruth)
-        self.job, self._pending = lrpjob.start_explain(request, MODULE_DIR), (request, dict(volumes))
-        return self.job
-
-    def finish(self):
-        """Import a finished job on the main thread: a new LiveExplanation, or an in-chain band for the current one."""
-        from LRPSegmentationLib.mrml.live import LiveExplanation
-
-        if not self.job.succeeded:
-            raise RuntimeError(self.job.error_message())
-        self.live = LiveExplanation.import_run(slicer.mrmlScene, *self._pending, current=self.live)
-        return self.live
-
-    def explain(self, volumes: dict, groundTruth=None, timeout: float = 3600, onProgress=None, **options):
-        """Blocking :meth:`start` + wait + :meth:`finish` (console, self-test); returns the LiveExplanation."""
-        self.start(volumes, groundTruth, **options).wait(timeout=timeout, on_progress=onProgress)
-        return self.finish()
-
-    def applyFilter(self, kind: str = "none", alpha: float = 1.0, alphaLow: float = 0.0) -> list:
-        """Filter the final map live (heatmap voxels and table updated in place); returns the table rows."""
-        from LRPSegmentationLib.mrml.live import score_rows, slider_filter
-
-        if self.live is None:
-            raise ValueError(_("No explanation yet: run the model first."))
-        return score_rows(self.live.apply(slider_filter(kind, alpha, alphaLow)), self.live.dice)
-
-    def showLayerFiltered(self, kind: str, alpha: float, alphaLow: float = 0.0):
-        """Show the cached in-chain result of this band: its rows, or None when it must be computed first."""
-        from LRPSegmentationLib.mrml.live import score_rows, slider_filter
-
-        scores = self.live.apply_layers(slider_filter(kind, alpha, alphaLow))
-        return None if scores is None else score_rows(scores, self.live.dice)
-
-    def showViews(self, singleView: bool = False, modality: str = "ADC", opacity: float = 0.6,
-                  showOutlines: bool = True) -> None:
-        """The linked 2x3 layout (or one view of ``modality``) with each heatmap over its modality."""
-        if self.live is not None:
-            self.live.show(singleView, modality, opacity, showOutlines)
+        self._dependenciesChecked = self._dependenciesChecked or dependencies.ensure_installed(askUser)
+        return self._dependenciesChecked
 
 
 class LRPSegmentationTest(ScriptedLoadableModuleTest):
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
     def runTest(self):
         for test in (self.test_LoadSyntheticCase, self.test_ExplainAndFilter):
-            slicer.mrmlScene.Clear()
+            self.setUp()
             test()
 
     def test_LoadSyntheticCase(self):
         nodes = LRPSegmentationLogic().loadSyntheticSample(seed=7)
         self.assertEqual(list(nodes.volumes), list(MODALITIES))
         self.assertIsNotNone(nodes.ground_truth)
-        self.assertEqual(scene_nodes.output_nodes(slicer.mrmlScene), [])
-        self.delayDisplay("Synthetic case loaded")
 
     def test_ExplainAndFilter(self):
         import importlib.util
 
-        if importlib.util.find_spec("torch") is None:
-            self.skipTest("PyTorch is not installed (install the PyTorch extension)")
+        if importlib.util.find_spec("torch") is None or job.missing_requirements():
+            self.delayDisplay("Skipped: PyTorch or a required package is not installed")
+            return
         logic = LRPSegmentationLogic()
         nodes = logic.loadSyntheticSample(seed=7)
         live = logic.explain(nodes.volumes, nodes.ground_truth, device="cpu", timeout=1800)
         self.assertEqual(set(live.heatmaps), set(MODALITIES))
-        self.assertIsNotNone(live.dice)
         before = [row["D(LRP,x)"] for row in logic.applyFilter("none")]
         after = logic.applyFilter("pass", alpha=0.1)
         self.assertLessEqual(float(abs(slicer.util.arrayFromVolume(live.heatmaps["ADC"])).max()), 0.1 + 1e-6)
-        self.assertEqual(len(after), len(MODALITIES) + 1)
         self.assertNotEqual(before, [row["D(LRP,x)"] for row in after])
-        rerun = logic.explain(nodes.volumes, nodes.ground_truth, device="cpu", timeout=1800)
-        self.assertIs(rerun.heatmaps["ADC"], live.heatmaps["ADC"])  # outputs reused, never duplicated
         logic.showViews(singleView=True, modality="Tmax", opacity=0.5)
-        self.delayDisplay("Test passed")

@@ -73,7 +73,7 @@ PANEL_TARGETS: tuple[TargetKind, ...] = tuple(k for k in TargetKind if k not in 
 DEFAULT_TARGET = TargetKind.LESION_LOGITS
 
 PRESET_NAMES: tuple[str, ...] = (
-    "epsilon", "epsilon-zb", "epsilon-zplus", "zplus", "epsilon-alpha1beta0", "epsilon-gamma-zb", "paper",
+    "epsilon", "epsilon-zb", "zplus", "epsilon-zplus", "epsilon-alpha1beta0", "epsilon-gamma-zb", "paper",
 )
 """The named LRP rule presets (defined in :mod:`LRPSegmentationLib.lrp.presets`), recommended first."""
 

@@ -138,6 +138,14 @@ def layout_node(scene):
     return node
 
 
+def register_grid_layout(scene):
+    """Make the 2x3 layout known to the scene's layout node (at startup, so a scene saved in it reopens in it)."""
+    layout = layout_node(scene)
+    if not layout.IsLayoutDescription(GRID_LAYOUT_ID):
+        layout.AddLayoutDescription(GRID_LAYOUT_ID, grid_layout_xml())
+    return layout
+
+
 def composite_node(scene, view_name: str):
     """The slice composite node of view ``view_name`` (created with that layout name when the view has none yet)."""
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
@@ -173,9 +181,7 @@ def set_foreground_opacity(scene, opacity: float, view_names: Sequence[str] | No
 
 def show_grid(scene, backgrounds: Mapping[str, Any], heatmaps: Mapping[str, Any], opacity: float = 0.5) -> None:
     """Switch to the linked 2x3 layout, each view showing modality k under heatmap k."""
-    layout = layout_node(scene)
-    if not layout.IsLayoutDescription(GRID_LAYOUT_ID):
-        layout.AddLayoutDescription(GRID_LAYOUT_ID, grid_layout_xml())
+    layout = register_grid_layout(scene)
     if layout.GetViewArrangement() != GRID_LAYOUT_ID:  # re-setting would rebuild the views on every slider move
         layout.SetViewArrangement(GRID_LAYOUT_ID)
     for modality, view in zip(MODALITIES, GRID_VIEW_NAMES):

@@ -16,16 +16,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from LRPSegmentationLib import options
 
 PIP_REQUIREMENTS = {"safetensors": "safetensors>=0.4", "tqdm": "tqdm>=4.60", "SimpleITK": "SimpleITK>=2.2",
                     "scipy": "scipy>=1.10"}
 """Pure-Python packages the child needs besides torch (import name -> pip requirement with a version floor)."""
 
-FILTER_KINDS = ("none", "pass", "clamp")
-WHERE_CHOICES = ("output", "layers")
+CANCEL_GRACE_SECONDS = 3.0
+"""How long a cancelled child tree may take to exit after SIGTERM before it is killed."""
 
 
 class JobError(ValueError):
@@ -40,18 +42,19 @@ class ExplainRequest:
     out_dir: Path
     model: Path | None = None
     device: str = "auto"
-    rule: str = "epsilon"  # lrp.presets.DEFAULT_PRESET (not imported: this module must not import torch)
-    target: str = "lesion-logits"
-    filter: str = "none"
+    rule: str = options.DEFAULT_PRESET
+    target: str = options.DEFAULT_TARGET.value
+    filter: str = options.FilterKind.NONE.value
     alpha: float = 1.0
     alpha_low: float = 0.0
-    where: str = "output"
+    where: str = options.FilterPlacement.OUTPUT.value
 
     def __post_init__(self) -> None:
-        if self.filter not in FILTER_KINDS:
-            raise JobError(f"filter {self.filter!r}: use one of {', '.join(FILTER_KINDS)}.")
-        if self.where not in WHERE_CHOICES:
-            raise JobError(f"where {self.where!r}: use 'output' (final map) or 'layers' (inside the chain).")
+        for name, allowed in (("filter", options.values(options.FilterKind)),
+                              ("where", options.values(options.FilterPlacement)),
+                              ("rule", options.PRESET_NAMES), ("target", options.values(options.PANEL_TARGETS))):
+            if getattr(self, name) not in allowed:
+                raise JobError(f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}.")
         if not 0.0 <= self.alpha_low <= self.alpha <= 1.0:
             raise JobError(f"alpha band [{self.alpha_low}, {self.alpha}] is invalid: need 0 <= a1 <= alpha <= 1.")
 
@@ -117,12 +120,15 @@ class ChildJob:
         self._reader: threading.Thread | None = None
         self._started = 0.0
         self._ended: float | None = None
+        self._cancel_deadline: float | None = None
 
     def start(self) -> ChildJob:
-        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0) if os.name == "nt" else 0
+        """Start the child in a process group of its own, so that :meth:`cancel` reaches its whole tree."""
+        group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW} \
+            if os.name == "nt" else {"start_new_session": True}
         self.process = subprocess.Popen(
             self.command, cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace", bufsize=1, creationflags=flags,
+            stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace", bufsize=1, **group,
         )
         self._started = time.perf_counter()
         self._reader = threading.Thread(target=self._read, name="LRPSegmentation job reader", daemon=True)
@@ -151,6 +157,10 @@ class ChildJob:
                     self.lines.append(line)
             else:
                 events.append(event)
+        if self._cancel_deadline is not None and time.perf_counter() > self._cancel_deadline:
+            self._cancel_deadline = None
+            if self._group_alive():
+                self._signal_tree(kill=True)  # it ignored SIGTERM
         if self._ended is None and self.finished:
             self._ended = time.perf_counter()
         return events
@@ -158,8 +168,11 @@ class ChildJob:
     @property
     def finished(self) -> bool:
         """The process ended and all its output was read."""
-        return (self.process is not None and self.process.poll() is not None
-                and (self._reader is None or not self._reader.is_alive()) and self._queue.empty())
+        if self.process is None or self.process.poll() is None:
+            return False
+        if self.cancelled and self._group_alive():
+            return False  # a cancelled job is over only when nothing of its tree is left
+        return (self._reader is None or not self._reader.is_alive()) and self._queue.empty()
 
     @property
     def returncode(self) -> int | None:
@@ -181,31 +194,80 @@ class ChildJob:
         return self.lines[-1] if self.lines else f"The computation stopped with exit code {self.returncode}."
 
     def cancel(self) -> None:
-        """Stop the child (terminate, then kill after 5 s)."""
-        self.cancelled = True
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """Stop the child and everything it started; returns at once (never waits on the caller's thread).
 
-    def wait(self, timeout: float | None = None, interval: float = 0.05, on_progress=None) -> bool:
-        """Block until the job ends (for scripts and tests), passing events to ``on_progress``; True on success."""
+        A launcher such as Slicer's ``PythonSlicer`` runs the real interpreter as its own child and forwards no
+        signals, so the whole process group is terminated (POSIX) or the whole tree is killed (Windows
+        ``taskkill /T``); :meth:`poll` kills what is still alive after :data:`CANCEL_GRACE_SECONDS`.
+        """
+        if self.process is None or self.cancelled:
+            self.cancelled = True
+            return
+        self.cancelled = True
+        self._cancel_deadline = time.perf_counter() + CANCEL_GRACE_SECONDS
+        self._signal_tree(kill=False)
+
+    def _signal_tree(self, kill: bool) -> None:
+        assert self.process is not None
+        if os.name == "nt":
+            subprocess.run(["taskkill", "/T", "/F", "/PID", str(self.process.pid)], capture_output=True,
+                           creationflags=subprocess.CREATE_NO_WINDOW)
+            return
+        import signal
+
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is gone already
+
+    def _group_alive(self) -> bool:
+        """Whether any process of the child's group is still running (POSIX; on Windows: the child itself)."""
+        assert self.process is not None
+        if os.name == "nt":
+            return self.process.poll() is None
+        self.process.poll()  # reap the group leader
+        if Path("/proc/self/stat").is_file():
+            return bool(_live_group_members(self.process.pid))
+        try:
+            os.killpg(self.process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def wait(self, timeout: float | None = None, interval: float = 0.05,
+             on_progress: Callable[[ProgressEvent], None] | None = None,
+             idle: Callable[[], None] | None = None) -> bool:
+        """Block until the job ends (scripts, the console, tests), passing events to ``on_progress``; True on success.
+
+        ``idle`` runs between polls: in Slicer pass ``slicer.app.processEvents`` so the application stays
+        responsive while it waits. Past ``timeout`` seconds the job is cancelled (and waited for).
+        """
         deadline = None if timeout is None else time.perf_counter() + timeout
-        while not self.finished:
+        while True:
             for event in self.poll():
                 if on_progress is not None:
                     on_progress(event)
-            if deadline is not None and time.perf_counter() > deadline:
+            if self.finished:
+                return self.succeeded
+            if deadline is not None and time.perf_counter() > deadline and not self.cancelled:
                 self.cancel()
-                break
+            if idle is not None:
+                idle()
             time.sleep(interval)
-        for event in self.poll():
-            if on_progress is not None:
-                on_progress(event)
-        return self.succeeded
+
+
+def _live_group_members(group: int) -> list[int]:
+    """PIDs in process group ``group`` that are not zombies (Linux ``/proc``; an exited orphan may stay a zombie
+    until its new parent reaps it, but it computes nothing and holds no GPU memory)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        if fields[0] != "Z" and int(fields[2]) == group:
+            members.append(int(stat.parent.name))
+    return members
 
 
 def missing_requirements(requirements: Mapping[str, str] = PIP_REQUIREMENTS) -> list[str]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import vtk
 
 from LRPSegmentationLib.mrml.nodes import SceneError, owned_output, place_next_to
+from LRPSegmentationLib.pipeline.outputs import write_csv
 
 # -------------------------------------------------------------------------------------------------- tables
 
@@ -85,3 +87,8 @@ def table_rows(node) -> list[dict[str, Any]]:
             row[array.GetName()] = array.GetValue(r) if array.IsA("vtkStringArray") else float(array.GetValue(r))
         rows.append(row)
     return rows
+
+
+def export_csv(node, path: Path | str) -> Path:
+    """Write a table's rows as CSV; the node's own storage (it saves with the scene) is left as it is."""
+    return write_csv(Path(path), table_rows(node))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from LRPSegmentationLib import __version__, options
+from LRPSegmentationLib.pipeline.outputs import write_csv
 
 
 class Progress:
@@ -162,18 +163,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     progress("done", 1.0, f"{case.case_id}: {dice}; mean D(LRP,x) {total.input_inclusivity:.3f}, "
                           f"D(LRP,y_OT) {gt}, conservation {result.conservation:.3f}")
     return 0
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    """Rows of dicts as CSV with the union of their keys as columns (first-seen order)."""
-    import csv
-
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return Path(path)
 
 
 def collect_cases(paths: Sequence[str]) -> list[Path]:

@@ -5,6 +5,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 import torch
 
@@ -108,5 +109,20 @@ def test_native_grid_masks_and_each_cases_ground_truth_reach_the_model_grid(synt
                "--target", "mask", "--mask", str(truth)) == 0
     provenance = json.loads((tmp_path / "m" / "provenance.json").read_text())
     assert provenance["explanation"]["target"]["kind"] == "mask"
+
+
+def test_a_sweep_explains_each_case_against_its_own_ground_truth(synthetic_dataset_dir, tiny_model_file, tmp_path):
+    """The false-negative target of every case of a sweep is that case's missed lesion: its sweep rows equal those
+    of explaining the case alone (a sweep that reused the first case's ground truth would differ on the second)."""
     assert run("sweep", str(synthetic_dataset_dir), "--model", str(tiny_model_file), "--out", str(tmp_path / "s"),
-               "--target", "false-negative", "--filters", "none;clamp:0.1") == 0
+               "--target", "false-negative", "--filters", "none") == 0
+    lines = (tmp_path / "s" / "sweep.csv").read_text().splitlines()
+    swept = {(r["case"], r["modality"]): r for r in csv.DictReader(lines)}
+    for case_dir in sorted(synthetic_dataset_dir.iterdir()):
+        out = tmp_path / case_dir.name
+        assert run("explain", str(case_dir), "--model", str(tiny_model_file), "--out", str(out),
+                   "--target", "false-negative") == 0
+        for alone in csv.DictReader((out / "scores.csv").read_text().splitlines()):
+            row = swept[(case_dir.name, alone["modality"])]
+            for column in ("share", "abs_share", "input_inclusivity", "gt_inclusivity"):
+                assert float(row[column]) == pytest.approx(float(alone[column]), rel=1e-5, abs=1e-9), column

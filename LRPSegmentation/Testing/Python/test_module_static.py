@@ -60,7 +60,7 @@ def test_every_listed_file_exists_once():
     missing = [f for f in listed if not (MODULE_DIR / f).is_file()]
     assert not missing, f"listed in CMake but missing (the configure step would fail): {missing}"
     assert len(listed) == len(set(listed))
-    for required in ("LRPSegmentation.py", "Resources/UI/LRPSegmentation.ui", "LRPSegmentationLib/live.py",
+    for required in ("LRPSegmentation.py", "Resources/UI/LRPSegmentation.ui", "LRPSegmentationLib/mrml/live.py",
                      "Resources/Models/lrpseg-synthetic-b8.safetensors", "Resources/Models/MODEL_CARD.md"):
         assert required in listed, required
     assert [f for f in listed if f.endswith(".py") and "/" not in f] == ["LRPSegmentation.py"]  # one Slicer module
@@ -69,12 +69,21 @@ def test_every_listed_file_exists_once():
 
 
 def test_module_file_stays_a_thin_layer():
-    """Numerics and MRML work live in LRPSegmentationLib: the module file has no numpy and no vtk node building."""
+    """The module file connects widgets; the flow (start, poll, finish, import) is the run controller's, numerics and
+    MRML work are the library's."""
     text = MODULE_FILE.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 300
     assert "numpy" not in text and "np." not in text
     assert "AddNewNodeByClass" not in text and "vtkMatrix4x4" not in text
-    for call in ("LiveExplanation.import_run", "lrpjob.start_explain", "lrpscene.write_case_folder"):
-        assert call in text, call
+    for flow in ("import_run", "start_explain", "write_case_folder", "ExplainRequest", "RunInputs"):
+        assert flow not in text, f"{flow} belongs to LRPSegmentationLib.mrml.run, which its tests cover"
+    assert "session.ExplanationSession" in text and "run.child_process_jobs" in text
+
+
+def test_no_library_file_is_over_500_lines():
+    long = {p.name: n for p in (MODULE_DIR / "LRPSegmentationLib").rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
+    assert not long, long
 
 
 def module_tree() -> ast.Module:
@@ -165,10 +174,11 @@ def test_no_heavy_import_at_file_scope():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_torch_is_only_imported_inside_functions():
-    text = MODULE_FILE.read_text(encoding="utf-8")
-    assert 'pip_install("torch' not in text and "pip_install('torch" not in text
-    assert "PyTorchUtils" in text
+def test_torch_comes_from_the_pytorch_extension():
+    installer = (MODULE_DIR / "LRPSegmentationLib" / "mrml" / "dependencies.py").read_text(encoding="utf-8")
+    for text in (MODULE_FILE.read_text(encoding="utf-8"), installer):
+        assert 'pip_install("torch' not in text and "pip_install('torch" not in text
+    assert "PyTorchUtils" in installer and "installTorch" in installer
 
 
 def test_extension_metadata():

@@ -1,0 +1,295 @@
+"""The run flow of the Slicer module, Qt-free: start a job, poll it, import its result into the scene, cancel.
+
+:class:`RunController` owns the one running job and the current :class:`~LRPSegmentationLib.mrml.live.LiveExplanation`.
+The job comes from a factory (:class:`JobFactory`): the module uses :func:`child_process_jobs`, which runs
+``lrpseg explain`` in a child process; tests pass a factory of jobs that replay a real output folder. The module's
+Widget only calls :meth:`RunController.start`, :meth:`RunController.poll` (from a timer),
+:meth:`RunController.cancel` and :meth:`RunController.show_filter`, and shows the :class:`RunStatus` it gets back.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+from LRPSegmentationLib import options
+from LRPSegmentationLib.analysis.filters import NO_FILTER, AmplitudeFilter
+from LRPSegmentationLib.data.modalities import MODALITIES
+from LRPSegmentationLib.mrml.case import write_case_folder
+from LRPSegmentationLib.mrml.job import ExplainRequest, ProgressEvent, start_explain
+from LRPSegmentationLib.mrml.live import LiveExplanation, slider_filter
+
+
+class RunError(ValueError):
+    """A run that cannot start (inputs missing, one already running); the message says what to do."""
+
+
+class JobProtocol(Protocol):
+    """What the controller needs of a job (``mrml.job.ChildJob`` is one)."""
+
+    cancelled: bool
+
+    def poll(self) -> list[ProgressEvent]: ...
+    def cancel(self) -> None: ...
+    def error_message(self) -> str: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def succeeded(self) -> bool: ...
+
+    @property
+    def elapsed(self) -> float: ...
+
+
+JobFactory = Callable[[ExplainRequest], JobProtocol]
+"""Starts the job for a request (non-blocking) and returns it."""
+
+
+def child_process_jobs(library_parent: Path | str, python: str | None = None) -> JobFactory:
+    """The real factory: ``lrpseg explain`` in a child process importing LRPSegmentationLib from ``library_parent``."""
+    return lambda request: start_explain(request, library_parent, python)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How an explanation is computed (what makes a result stale when it changes); the filter band is separate."""
+
+    model: Path | None = None
+    device: str = "auto"
+    rule: str = options.DEFAULT_PRESET
+    target: str = options.DEFAULT_TARGET.value
+
+
+class RunState(Enum):
+    IDLE = "idle"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What the panel shows: state, the last progress stage / fraction / message, seconds elapsed."""
+
+    state: RunState = RunState.IDLE
+    stage: str = ""
+    fraction: float | None = None
+    message: str = ""
+    elapsed: float = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.state is RunState.RUNNING
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The input nodes of a run and the modification times of their voxels when it started."""
+
+    volumes: dict[str, Any]
+    ground_truth: Any | None = None
+    stamps: tuple[int, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def of(cls, volumes: Mapping[str, Any], ground_truth=None) -> RunInputs:
+        problems = input_problems(volumes)
+        if problems:
+            raise RunError(f"Select one volume of its own for each modality; not yet for: {', '.join(problems)}.")
+        nodes = [volumes[m] for m in MODALITIES]
+        return cls({m: volumes[m] for m in MODALITIES}, ground_truth, _stamps([*nodes, ground_truth]))
+
+    def changed(self) -> bool:
+        """Whether any input node was removed from its scene or had its voxels changed since :meth:`of`."""
+        nodes = [*self.volumes.values(), self.ground_truth]
+        if any(n is not None and n.GetScene() is None for n in nodes):
+            return True
+        return _stamps(nodes) != self.stamps
+
+
+def input_problems(volumes: Mapping[str, Any]) -> list[str]:
+    """Modalities without a volume, and modalities given the volume of another one (each needs its own)."""
+    problems, seen = [], {}
+    for modality in MODALITIES:
+        node = volumes.get(modality)
+        if node is None:
+            problems.append(modality)
+        elif id(node) in seen:
+            problems.append(f"{modality} (same volume as {seen[id(node)]})")
+        else:
+            seen[id(node)] = modality
+    return problems
+
+
+def _stamps(nodes) -> tuple[int, ...]:
+    def stamp(node) -> int:
+        if node is None:
+            return -1
+        data = node.GetImageData() if hasattr(node, "GetImageData") else None
+        return max(node.GetMTime() if data is None else data.GetMTime(), 0)
+
+    return tuple(stamp(n) for n in nodes)
+
+
+@dataclass(frozen=True)
+class _Run:
+    request: ExplainRequest
+    inputs: RunInputs
+    settings: RunSettings
+    band: AmplitudeFilter  # NO_FILTER for a full run, the in-chain band otherwise
+
+
+class RunController:
+    """One explanation at a time in ``scene``: its job, its result, and the filter shown on it.
+
+    ``work_folder`` holds a ``run-*`` folder per job (inputs and outputs), removed once its result is imported
+    (``keep_runs`` keeps the newest ones, for inspection). A result is never imported when its inputs changed
+    while the job ran; a full run replaces the previous result, an in-chain band is added to it.
+    """
+
+    def __init__(self, scene, work_folder: Path | str, jobs: JobFactory, keep_runs: int = 0) -> None:
+        self.scene = scene
+        self.work_folder = Path(work_folder)
+        self.jobs = jobs
+        self.keep_runs = int(keep_runs)
+        self.live: LiveExplanation | None = None
+        self.result_inputs: RunInputs | None = None
+        self.result_settings: RunSettings | None = None
+        self.job: JobProtocol | None = None
+        self.status = RunStatus()
+        self._run: _Run | None = None
+        self._kept: list[Path] = []
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None and self.status.running
+
+    # -------------------------------------------------------------------------------------------- starting
+    def start(self, volumes: Mapping[str, Any], ground_truth=None, settings: RunSettings = RunSettings()) -> None:
+        """Explain these inputs (the raw map; final-map filters are applied live by :meth:`show_filter`)."""
+        self._start(RunInputs.of(volumes, ground_truth), settings, NO_FILTER)
+
+    def _start(self, inputs: RunInputs, settings: RunSettings, band: AmplitudeFilter) -> None:
+        if self.running:
+            raise RunError("A computation is already running: wait for it or cancel it first.")
+        request = ExplainRequest.in_new_run_folder(
+            self.work_folder, model=settings.model, device=settings.device, rule=settings.rule,
+            target=settings.target, filter=band.kind.value, alpha=band.high, alpha_low=band.low,
+            where=(options.FilterPlacement.OUTPUT if band == NO_FILTER else options.FilterPlacement.LAYERS).value)
+        try:
+            write_case_folder(inputs.volumes, request.case_dir, inputs.ground_truth)
+            job = self.jobs(request)
+        except Exception:
+            shutil.rmtree(request.case_dir.parent, ignore_errors=True)
+            raise
+        self.job, self._run = job, _Run(request, inputs, settings, band)
+        self.status = RunStatus(RunState.RUNNING, "start", 0.0, "in-chain band " + band.label if band != NO_FILTER
+                                else "")
+
+    # ------------------------------------------------------------------------------------------------ polling
+    def poll(self) -> RunStatus:
+        """Drain the job's progress (never blocks); when it ended, import its result. Returns the new status."""
+        if self.job is None or not self.status.running:
+            return self.status
+        status = self.status
+        for event in self.job.poll():
+            status = replace(status, stage=event.stage, message=event.message,
+                             fraction=status.fraction if event.fraction is None else event.fraction)
+        self.status = replace(status, elapsed=self.job.elapsed)
+        if self.job.finished:
+            self.status = self._finish()
+        return self.status
+
+    def _finish(self) -> RunStatus:
+        job, run = self.job, self._run
+        assert job is not None and run is not None
+        self._run = None
+        elapsed = job.elapsed
+        try:
+            if job.cancelled:
+                return RunStatus(RunState.CANCELLED, message="Cancelled.", elapsed=elapsed)
+            if not job.succeeded:
+                return RunStatus(RunState.FAILED, message=job.error_message(), elapsed=elapsed)
+            if run.inputs.changed():
+                return RunStatus(RunState.FAILED, elapsed=elapsed,
+                                 message="The input volumes changed while the computation ran: run it again.")
+            if run.band != NO_FILTER:
+                if self.live is None or self.result_inputs != run.inputs or self.result_settings != run.settings:
+                    return RunStatus(RunState.FAILED, elapsed=elapsed,
+                                     message="The explanation changed while the band was computed: run it again.")
+            self.live = LiveExplanation.import_run(self.scene, run.request, run.inputs.volumes, current=self.live)
+            self.result_inputs, self.result_settings = run.inputs, run.settings
+            if run.band != NO_FILTER:
+                self.live.apply_layers(run.band)
+            return RunStatus(RunState.DONE, "done", 1.0, f"Done in {elapsed:.1f} s.", elapsed)
+        finally:
+            self._retire(run.request.case_dir.parent)
+
+    def _retire(self, run_folder: Path) -> None:
+        self._kept.append(run_folder)
+        while len(self._kept) > self.keep_runs:
+            shutil.rmtree(self._kept.pop(0), ignore_errors=True)
+
+    def cancel(self) -> None:
+        """Stop the running job (its whole process tree); the next :meth:`poll` reports CANCELLED."""
+        if self.running:
+            self.job.cancel()
+
+    def wait(self, timeout: float | None = None, on_status: Callable[[RunStatus], None] | None = None,
+             idle: Callable[[], None] | None = None, interval: float = 0.05) -> RunStatus:
+        """Poll until the job ended (console, self-test); ``idle`` runs between polls (e.g. processEvents)."""
+        import time
+
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while self.poll().running:
+            if on_status is not None:
+                on_status(self.status)
+            if deadline is not None and time.perf_counter() > deadline:
+                self.cancel()
+                deadline = None
+            if idle is not None:
+                idle()
+            time.sleep(interval)
+        return self.status
+
+    # ---------------------------------------------------------------------------------------------- showing
+    def stale_reason(self, volumes: Mapping[str, Any], ground_truth, settings: RunSettings) -> str | None:
+        """Why the shown result no longer matches these inputs and settings (None while it does)."""
+        if self.live is None or self.result_inputs is None:
+            return None
+        current = {m: volumes.get(m) for m in MODALITIES}
+        if current != self.result_inputs.volumes or ground_truth is not self.result_inputs.ground_truth:
+            return "The inputs changed since this result was computed: run again to update it."
+        if self.result_inputs.changed():
+            return "The input voxels changed since this result was computed: run again to update it."
+        if settings != self.result_settings:
+            changed = [name for name in ("model", "device", "rule", "target")
+                       if getattr(settings, name) != getattr(self.result_settings, name)]
+            return f"Changed since this result was computed: {', '.join(changed)}. Run again to update it."
+        return None
+
+    def show_filter(self, kind: str, alpha: float, alpha_low: float = 0.0,
+                    where: str = options.FilterPlacement.OUTPUT.value) -> bool:
+        """Show the result filtered by the band [alpha_low, alpha] of ``kind``, on the final map or in the chain.
+
+        A final-map filter is applied at once. An in-chain band is shown from the cache when it was computed
+        before; otherwise its computation starts in the background (if nothing else runs) and False is returned:
+        the band shows when :meth:`poll` imports it.
+        """
+        if self.live is None:
+            raise RunError("No explanation yet: run the model first.")
+        band = slider_filter(kind, alpha, alpha_low)
+        if options.FilterPlacement(where) is options.FilterPlacement.OUTPUT:
+            self.live.apply(band)
+            return True
+        if self.live.apply_layers(band) is not None:
+            return True
+        if not self.running:
+            self._start(self.result_inputs, self.result_settings, band)
+        return False

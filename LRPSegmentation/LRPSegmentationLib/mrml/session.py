@@ -1,0 +1,129 @@
+"""The Slicer module's Logic API, Qt-free: load a case, explain it, filter and show the result, from one scene.
+
+``LRPSegmentationLogic`` (the module file) is this class over ``slicer.mrmlScene`` plus the Slicer-only
+dependency installer, so the console API, the panel and the tests run the same code. Method names are camelCase
+as in Slicer's console API; the scene, the work folder, the job factory and the event pump are arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from LRPSegmentationLib import options
+from LRPSegmentationLib.mrml import case, job, panel, run, tables
+
+
+class ExplanationSession:
+    """Console API over one scene (see the module docstring of ``LRPSegmentation.py`` for an example).
+
+    ``jobs`` starts the explanation jobs (default: ``lrpseg explain`` in a child process importing the library
+    from ``library_parent``); ``idle`` runs while :meth:`explain` waits (``slicer.app.processEvents`` in Slicer,
+    so the application stays responsive).
+    """
+
+    def __init__(self, scene, work_folder: Path | str, jobs: run.JobFactory,
+                 idle: Callable[[], None] | None = None) -> None:
+        self.scene, self.work_folder, self.idle = scene, Path(work_folder), idle
+        self.controller = run.RunController(scene, self.work_folder / "runs", jobs)
+
+    @property
+    def live(self):
+        """The :class:`~LRPSegmentationLib.mrml.live.LiveExplanation` shown, or None before the first result."""
+        return self.controller.live
+
+    @property
+    def running(self) -> bool:
+        return self.controller.running
+
+    # ------------------------------------------------------------------------------------------------- cases
+    def loadCaseFolder(self, folder) -> case.CaseNodes:
+        """Load an ISLES (or flat ADC.nii.gz ...) case folder as six named volumes (+ OT labelmap)."""
+        return self.onCaseLoaded(case.load_case_folder(self.scene, folder))
+
+    def loadSyntheticSample(self, seed: int = 2017) -> case.CaseNodes:
+        """Generate (once, in the work folder) and load a synthetic ISLES-like case."""
+        return self.onCaseLoaded(case.load_synthetic_case(self.scene, self.work_folder / "SampleData", seed))
+
+    def onCaseLoaded(self, nodes: case.CaseNodes) -> case.CaseNodes:
+        """Hook for the application (the module shows the ADC volume); returns ``nodes``."""
+        return nodes
+
+    @staticmethod
+    def selectCase(parameters: Any, nodes: case.CaseNodes) -> None:
+        """Put a loaded case's volumes and ground truth into the panel's parameters."""
+        for modality, node in nodes.volumes.items():
+            setattr(parameters, panel.VOLUME_PARAMETERS[modality], node)
+        parameters.groundTruth = nodes.ground_truth
+
+    @staticmethod
+    def modelSummary(path: str = "") -> str:
+        """One line about the model file (default: the bundled model), or why it cannot be used."""
+        try:
+            return job.model_summary(path or None)
+        except ValueError as error:
+            return str(error)
+
+    # -------------------------------------------------------------------------------------------------- runs
+    def start(self, volumes: dict, groundTruth=None, *, modelPath=None, device: str = "auto",
+              rule: str = options.DEFAULT_PRESET, target: str = options.DEFAULT_TARGET.value) -> None:
+        """Start explaining the six volumes in the background (:meth:`poll` follows it)."""
+        settings = run.RunSettings(Path(modelPath) if modelPath else None, device, rule, target)
+        self.controller.start(volumes, groundTruth, settings)
+
+    def startFromParameters(self, parameters: Any) -> None:
+        self.controller.start(panel.input_volumes(parameters), parameters.groundTruth, panel.run_settings(parameters))
+
+    def poll(self) -> run.RunStatus:
+        """Progress of the running job; imports its result once it ended."""
+        return self.controller.poll()
+
+    def cancel(self) -> None:
+        """Stop the running job and its whole process tree (returns at once)."""
+        self.controller.cancel()
+
+    def explain(self, volumes: dict, groundTruth=None, timeout: float = 3600, **settings):
+        """:meth:`start`, wait (running ``idle`` meanwhile) and return the LiveExplanation; raises on failure."""
+        self.start(volumes, groundTruth, **settings)
+        status = self.controller.wait(timeout, idle=self.idle)
+        if status.state is not run.RunState.DONE:
+            raise RuntimeError(status.message)
+        return self.live
+
+    # ------------------------------------------------------------------------------------------------ showing
+    def applyFilter(self, kind: str = "none", alpha: float = 1.0, alphaLow: float = 0.0) -> list[dict]:
+        """Filter the final map live (heatmap voxels and table updated in place); returns the table rows."""
+        self.controller.show_filter(kind, alpha, alphaLow)
+        return self.live.rows
+
+    def update(self, parameters: Any, change: panel.Change) -> None:
+        """Apply a panel change to the result shown: re-filter (or fetch an in-chain band) and/or redisplay."""
+        if self.live is None:
+            return
+        if change & panel.Change.FILTER:
+            self.controller.show_filter(*panel.filter_band(parameters))
+        if change & panel.Change.DISPLAY:
+            self.showViews(parameters.singleView, parameters.viewModality, parameters.opacity,
+                           parameters.showOutlines)
+
+    def staleReason(self, parameters: Any) -> str | None:
+        """Why the result shown no longer matches the panel's inputs and settings (None while it does)."""
+        return self.controller.stale_reason(panel.input_volumes(parameters), parameters.groundTruth,
+                                            panel.run_settings(parameters))
+
+    def showViews(self, singleView: bool = False, modality: str = "ADC", opacity: float = 0.6,
+                  showOutlines: bool = True) -> None:
+        """The linked 2x3 layout (or one view of ``modality``) with each heatmap over its modality."""
+        if self.live is not None:
+            self.live.show(singleView, modality, opacity, showOutlines)
+
+    def exportScores(self, path) -> None:
+        """Write the scores table as CSV (the table node itself keeps saving with the scene)."""
+        if self.live is not None:
+            tables.export_csv(self.live.table, path)
+
+    def closeScene(self) -> None:
+        """Before the scene is cleared: stop the job and forget the result (its nodes go with the scene)."""
+        self.controller.cancel()
+        self.controller.live = None
