@@ -59,13 +59,17 @@ class ExplainRequest:
             raise JobError(f"alpha band [{self.alpha_low}, {self.alpha}] is invalid: need 0 <= a1 <= alpha <= 1.")
 
     def arguments(self) -> list[str]:
-        """The ``explain`` sub-command and its options (progress as JSON lines)."""
-        args = ["explain", str(self.case_dir), "--out", str(self.out_dir), "--device", self.device,
+        """The ``explain`` sub-command and its options (progress as JSON lines); paths absolute, since the child
+        runs in the library's folder."""
+        def absolute(path: Path) -> str:
+            return str(Path(path).expanduser().resolve())
+
+        args = ["explain", absolute(self.case_dir), "--out", absolute(self.out_dir), "--device", self.device,
                 "--rule", self.rule, "--target", self.target, "--filter", self.filter,
                 "--alpha", repr(float(self.alpha)), "--alpha-low", repr(float(self.alpha_low)),
                 "--where", self.where, "--progress", "json"]
         if self.model is not None:
-            args[2:2] = ["--model", str(self.model)]
+            args[2:2] = ["--model", absolute(self.model)]
         return args
 
     def command(self, python: str | None = None) -> list[str]:

@@ -51,8 +51,13 @@ JobFactory = Callable[[ExplainRequest], JobProtocol]
 """Starts the job for a request (non-blocking) and returns it."""
 
 
-def child_process_jobs(library_parent: Path | str, python: str | None = None) -> JobFactory:
-    """The real factory: ``lrpseg explain`` in a child process importing LRPSegmentationLib from ``library_parent``."""
+LIBRARY_PARENT = Path(__file__).resolve().parents[2]
+"""The folder holding this LRPSegmentationLib (the Slicer module folder in an installed extension)."""
+
+
+def child_process_jobs(library_parent: Path | str = LIBRARY_PARENT, python: str | None = None) -> JobFactory:
+    """The real factory: ``lrpseg explain`` in a child process importing LRPSegmentationLib from ``library_parent``
+    (default: this library), with Slicer's ``PythonSlicer`` when it is found, else this interpreter."""
     return lambda request: start_explain(request, library_parent, python)
 
 
