@@ -7,9 +7,34 @@ third-party package the child imports is either bundled with Slicer or listed in
 
 from __future__ import annotations
 
-from LRPSegmentationLib.mrml.job import missing_requirements
+import importlib.util
+
+from LRPSegmentationLib.mrml.job import PIP_REQUIREMENTS, missing_requirements
 
 TORCH_REQUIREMENT = ">=2.1"
+
+
+def missing_packages() -> list[str]:
+    """Import names of the child's packages (torch first) that this Python cannot import."""
+    missing = []
+    for name in ("torch", *PIP_REQUIREMENTS):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def skip_reason() -> str | None:
+    """Why the module's self-test cannot run the model here (None when everything is installed)."""
+    missing = missing_packages()
+    if "torch" in missing:
+        return "PyTorch is not installed: install the PyTorch extension"
+    if missing:
+        return f"{', '.join(missing)} not installed: press Run in the module once to install them"
+    return None
 
 
 def ensure_installed(ask_user: bool = True) -> bool:

@@ -23,8 +23,12 @@ from pathlib import Path
 from LRPSegmentationLib import options
 
 PIP_REQUIREMENTS = {"safetensors": "safetensors>=0.4", "tqdm": "tqdm>=4.60", "SimpleITK": "SimpleITK>=2.2",
-                    "scipy": "scipy>=1.10"}
-"""Pure-Python packages the child needs besides torch (import name -> pip requirement with a version floor)."""
+                    "scipy": "scipy>=1.10", "matplotlib": "matplotlib>=3.7"}
+"""Packages the child needs besides torch and what Slicer bundles (import name -> pip requirement with a floor);
+the module installs the missing ones after asking once."""
+
+SLICER_BUNDLED = ("numpy", "scipy", "SimpleITK", "vtk")
+"""Third-party packages every Slicer ships (its SuperBuild), which the child may import without installing."""
 
 CANCEL_GRACE_SECONDS = 3.0
 """How long a cancelled child tree may take to exit after SIGTERM before it is killed."""

@@ -13,6 +13,7 @@ argument (``slicer.mrmlScene`` in Slicer, a plain ``vtkMRMLScene`` in tests).
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections import OrderedDict
@@ -37,6 +38,7 @@ from LRPSegmentationLib.analysis.scores import ExplanationScores, ReferenceMasks
 from LRPSegmentationLib.data.caseio import load_case, read_volume
 from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import MODALITIES
+from LRPSegmentationLib.mrml import case as case_nodes
 from LRPSegmentationLib.mrml import display, nodes, tables
 from LRPSegmentationLib.pipeline.outputs import MASK_FILE, relevance_file
 
@@ -50,6 +52,12 @@ SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("abs_share", "|Share|"),
 )
 """(score field, table column) of the side-panel table; "Retained" and "Dice" columns follow."""
+
+RAW_ROLE = "raw_relevance_"
+"""Role prefix of the volume nodes keeping the raw map (``raw_relevance_ADC`` ...)."""
+INPUT_REFERENCE = "LRPSegmentationInput"
+TRUTH_REFERENCE = "LRPSegmentationTruth"
+SETTINGS_ATTRIBUTE = "LRPSegmentation.Settings"
 
 MIN_WINDOW = 1e-3
 """Smallest half width of the heatmap window (a band ending at 0 would make an empty window)."""
@@ -157,6 +165,7 @@ class LiveExplanation:
         blank = np.zeros(geometry.shape, np.float32)
         self.heatmaps = {m: display.heatmap_node(scene, blank, geometry, m, half_width=1.0, reference=self.reference)
                          for m in MODALITIES}
+        self.raw_nodes = self._keep_raw(relevance)
         nodes.remove_outputs(scene, [role for role, mask in (("prediction", prediction), ("ground_truth", ground_truth))
                                    if mask is None])  # a stale outline of an earlier run would mislead
         self.segmentation = None if prediction is None else nodes.segmentation_node(
@@ -188,11 +197,13 @@ class LiveExplanation:
 
     @classmethod
     def import_run(cls, scene, request, backgrounds: Mapping[str, Any], current: LiveExplanation | None = None,
-                   reference=None) -> LiveExplanation:
+                   reference=None, ground_truth_node=None, settings: Mapping[str, Any] | None = None
+                   ) -> LiveExplanation:
         """The outputs of a finished :class:`~LRPSegmentationLib.mrml.job.ExplainRequest` run.
 
         A run with an in-chain band (``where="layers"`` and a filter) adds that band's map to ``current``, which
-        must show the same ``backgrounds``, and returns it; any other run becomes a new live explanation.
+        must show the same ``backgrounds``, and returns it; any other run becomes a new live explanation, which
+        remembers in the scene its inputs (``backgrounds``, ``ground_truth_node``) and ``settings``.
         """
         if request.where == "layers" and request.filter != "none":
             if current is None or current.backgrounds != dict(backgrounds):
@@ -200,7 +211,9 @@ class LiveExplanation:
             current.add_layer_result(slider_filter(request.filter, request.alpha, request.alpha_low),
                                      read_relevance(request.out_dir))
             return current
-        return cls.from_run_folder(scene, request.out_dir, request.case_dir, backgrounds, reference)
+        live = cls.from_run_folder(scene, request.out_dir, request.case_dir, backgrounds, reference)
+        live.remember(ground_truth_node, settings)
+        return live
 
     @classmethod
     def from_run_folder(cls, scene, out_dir: Path | str, case_dir: Path | str,
@@ -214,6 +227,63 @@ class LiveExplanation:
             raise LiveError(f"The relevance maps in {out_dir} do not match the grid of {case_dir}; run again.")
         return cls(scene, relevance, case.images, case.geometry, ground_truth=case.ground_truth,
                    prediction=prediction, backgrounds=backgrounds, reference=reference)
+
+    @classmethod
+    def from_scene(cls, scene) -> LiveExplanation | None:
+        """Rebuild the live view of a saved scene from the module's nodes (None when the scene has no result).
+
+        The raw relevance was kept as volume nodes, which reference the inputs they explain; the images and the
+        ground truth are read back from those inputs exactly as the run read them.
+        """
+        raw = {m: nodes.output_node(scene, f"{RAW_ROLE}{m}", "vtkMRMLScalarVolumeNode") for m in MODALITIES}
+        if any(node is None for node in raw.values()):
+            return None
+        anchor = raw[MODALITIES[0]]
+        backgrounds = {m: anchor.GetNodeReference(f"{INPUT_REFERENCE}{m}") for m in MODALITIES}
+        if any(node is None for node in backgrounds.values()):
+            raise LiveError("The scene's explanation lost its input volumes: load them again and run again.")
+        truth_node = anchor.GetNodeReference(TRUTH_REFERENCE)
+        case = case_nodes.case_from_nodes(backgrounds, truth_node)
+        relevance = np.stack([nodes.array_from_node(raw[m]) for m in MODALITIES]).astype(np.float32)
+        if relevance.shape[1:] != case.geometry.shape:
+            raise LiveError("The scene's relevance does not match its input volumes' grid: run again.")
+        segmentation = nodes.output_node(scene, "prediction", "vtkMRMLSegmentationNode")
+        prediction = None if segmentation is None else nodes.segmentation_mask(segmentation, anchor)
+        live = cls(scene, relevance, case.images, case.geometry, ground_truth=case.ground_truth,
+                   prediction=prediction, backgrounds=backgrounds)
+        live.remember(truth_node, live.settings_in_scene(anchor))
+        return live
+
+    def _keep_raw(self, relevance: np.ndarray) -> dict[str, Any]:
+        """The raw map as volume nodes (saved with the scene: the slider works again after a reload)."""
+        kept = {}
+        for channel, modality in enumerate(MODALITIES):
+            node = nodes.owned_output(self.scene, "vtkMRMLScalarVolumeNode", f"{RAW_ROLE}{modality}",
+                                      f"Raw relevance {modality}")
+            kept[modality] = nodes.volume_node(self.scene, relevance[channel], self.geometry, node.GetName(),
+                                               node=node)
+            kept[modality].GetDisplayNode().SetVisibility(False)
+            nodes.place_next_to(self.scene, node, self.reference, "LRPSegmentation raw relevance")
+        for modality, background in self.backgrounds.items():
+            if background is not None:
+                kept[MODALITIES[0]].SetNodeReferenceID(f"{INPUT_REFERENCE}{modality}", background.GetID())
+        return kept
+
+    def remember(self, ground_truth_node=None, settings: Mapping[str, Any] | None = None) -> None:
+        """Record the ground-truth node and the run settings with the raw relevance (they are saved with it)."""
+        anchor = self.raw_nodes[MODALITIES[0]]
+        anchor.SetNodeReferenceID(TRUTH_REFERENCE, None if ground_truth_node is None else ground_truth_node.GetID())
+        anchor.SetAttribute(SETTINGS_ATTRIBUTE, json.dumps(dict(settings or {}), default=str))
+
+    @staticmethod
+    def settings_in_scene(anchor) -> dict[str, Any]:
+        return json.loads(anchor.GetAttribute(SETTINGS_ATTRIBUTE) or "{}")
+
+    @property
+    def inputs_in_scene(self) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+        """(input volumes, ground-truth node, run settings) as remembered in the scene."""
+        anchor = self.raw_nodes[MODALITIES[0]]
+        return (dict(self.backgrounds), anchor.GetNodeReference(TRUTH_REFERENCE), self.settings_in_scene(anchor))
 
     # --------------------------------------------------------------------------------------------- live path
     def apply(self, filt: AmplitudeFilter | str | None = None) -> ExplanationScores:

@@ -70,6 +70,17 @@ class RunSettings:
     rule: str = options.DEFAULT_PRESET
     target: str = options.DEFAULT_TARGET.value
 
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready (kept in the scene with the result)."""
+        return {"model": None if self.model is None else str(self.model), "device": self.device, "rule": self.rule,
+                "target": self.target}
+
+    @classmethod
+    def from_description(cls, values: Mapping[str, Any]) -> RunSettings:
+        model = values.get("model")
+        return cls(Path(model) if model else None, values.get("device", "auto"),
+                   values.get("rule", options.DEFAULT_PRESET), values.get("target", options.DEFAULT_TARGET.value))
+
 
 class RunState(Enum):
     IDLE = "idle"
@@ -228,7 +239,9 @@ class RunController:
                 if self.live is None or self.result_inputs != run.inputs or self.result_settings != run.settings:
                     return RunStatus(RunState.FAILED, elapsed=elapsed,
                                      message="The explanation changed while the band was computed: run it again.")
-            self.live = LiveExplanation.import_run(self.scene, run.request, run.inputs.volumes, current=self.live)
+            self.live = LiveExplanation.import_run(self.scene, run.request, run.inputs.volumes, current=self.live,
+                                                   ground_truth_node=run.inputs.ground_truth,
+                                                   settings=run.settings.describe())
             self.result_inputs, self.result_settings = run.inputs, run.settings
             if run.band != NO_FILTER:
                 self.live.apply_layers(run.band)
@@ -262,6 +275,17 @@ class RunController:
                 idle()
             time.sleep(interval)
         return self.status
+
+    def restore(self) -> bool:
+        """After a scene was loaded: rebuild the live view of the result saved in it (False when it has none)."""
+        self.live = LiveExplanation.from_scene(self.scene)
+        if self.live is None:
+            self.result_inputs = self.result_settings = None
+            return False
+        volumes, truth, settings = self.live.inputs_in_scene
+        self.result_inputs = RunInputs.of(volumes, truth)
+        self.result_settings = RunSettings.from_description(settings)
+        return True
 
     # ---------------------------------------------------------------------------------------------- showing
     def stale_reason(self, volumes: Mapping[str, Any], ground_truth, settings: RunSettings) -> str | None:

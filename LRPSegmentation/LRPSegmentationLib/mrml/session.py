@@ -123,7 +123,11 @@ class ExplanationSession:
         if self.live is not None:
             tables.export_csv(self.live.table, path)
 
+    def restoreFromScene(self) -> bool:
+        """After a scene was loaded: rebuild the live view (slider, heatmaps, table) of the result saved in it."""
+        return self.controller.restore()
+
     def closeScene(self) -> None:
         """Before the scene is cleared: stop the job and forget the result (its nodes go with the scene)."""
         self.controller.cancel()
-        self.controller.live = None
+        self.controller.live = self.controller.result_inputs = self.controller.result_settings = None

@@ -379,6 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("default")
     try:
         return args.handler(args)
+    except ModuleNotFoundError as error:
+        print(f"lrpseg {args.command}: error: the Python package {error.name!r} is missing; install it with pip "
+              "(in Slicer, the LRPSegmentation module installs it when you press Run).", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, FileExistsError) as error:  # every user-facing error derives from these
         print(f"lrpseg {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -146,7 +146,8 @@ def test_user_nodes_untouched_and_outputs_reused(mrml, live, explanation):
     assert again.heatmaps["ADC"] is live.heatmaps["ADC"] and again.table is live.table
     assert again.segmentation is live.segmentation
     roles = [n.GetAttribute(scene_nodes.OUTPUT_ATTRIBUTE) for n in scene_nodes.output_nodes(mrml.scene)]
-    assert len(roles) == len(set(roles)) == 6 + 2 + 1 + 1  # heatmaps, outlines, table, colour table
+    assert len(roles) == len(set(roles)) == 6 + 6 + 2 + 1 + 1  # heatmaps, raw maps, outlines, table, colour table
+    assert again.raw_nodes["TTP"] is live.raw_nodes["TTP"]
 
 
 def test_layer_results_are_cached_per_band(live, explanation):

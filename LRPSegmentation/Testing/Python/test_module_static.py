@@ -194,9 +194,29 @@ def test_extension_metadata():
     assert entry["scm_url"].startswith("https://") and "$schema" in entry
 
 
-@pytest.mark.parametrize("name", ["LRPSegmentation.png", "LRPSegmentationSample.png"])
-def test_icons_are_128_pixel_pngs(name):
+@pytest.mark.parametrize("name, size", [("LRPSegmentation.png", (128, 128)),
+                                        ("LRPSegmentationSample.png", (260, 280))])
+def test_icons_have_the_sizes_slicer_expects(name, size):
+    """The extension icon 128x128; the Sample Data thumbnail about 260x280, as Slicer's template suggests."""
     data = (MODULE_DIR / "Resources" / "Icons" / name).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (128, 128)
+    assert struct.unpack(">II", data[16:24]) == size
+
+
+def test_ui_parameter_bindings_and_selectors_as_slicer_expects():
+    """SlicerParameterName is a dynamic property (stdset="0", or Designer may drop it); node selectors start empty
+    (noneEnabled), so one volume is never put in all six."""
+    root = ET.parse(UI_FILE).getroot()
+    bindings = [prop for prop in root.iter("property") if prop.get("name") == "SlicerParameterName"]
+    assert bindings and all(prop.get("stdset") == "0" for prop in bindings)
+    for widget in root.iter("widget"):
+        if widget.get("class") == "qMRMLNodeComboBox":
+            none = [p for p in widget.findall("property") if p.get("name") == "noneEnabled"]
+            assert none and none[0].find("bool").text == "true", widget.get("name")
+
+
+def test_cmake_minimum_and_contributors_follow_the_slicer_510_template():
+    top = (REPO_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "cmake_minimum_required(VERSION 3.20.6...3.22.6 FATAL_ERROR)" in top
+    contributors = re.search(r'set\(EXTENSION_CONTRIBUTORS "([^"]+)"\)', top).group(1)
+    assert all(re.fullmatch(r"[^()]+ \([^()]+\)", c.strip()) for c in contributors.split(","))
