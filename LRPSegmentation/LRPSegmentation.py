@@ -108,18 +108,18 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadCaseButton.connect("clicked(bool)", self.onLoadCase)
         self.ui.bundledModelButton.connect("clicked(bool)", lambda: self.setParameter("modelPath", ""))
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", lambda p: self.setParameter("modelPath", p))
+        self.ui.modelPathLineEdit.connect(  # an emptied path emits no currentPathChanged (CTK): back to "Bundled"
+            "validInputChanged(bool)", lambda ok: ok or self.ui.modelPathLineEdit.currentPath or self.setParameter(
+                "modelPath", ""))
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.logic.cancel)
         self.ui.exportScoresButton.connect("clicked(bool)", self.onExportScores)
         for name, group, vocabulary in (("filterKind", "filter", options.FilterKind),
                                         ("where", "where", options.FilterPlacement)):
             for value in options.values(vocabulary):
-                self.radio(group, value).connect(
+                getattr(self.ui, f"{group}{value.capitalize()}RadioButton").connect(
                     "toggled(bool)", lambda on, n=name, v=value: on and self.setParameter(n, v))
         self.initializeParameterNode()
-
-    def radio(self, group: str, value: str):
-        return getattr(self.ui, f"{group}{value.capitalize()}RadioButton")
 
     def cleanup(self) -> None:
         self.logic.cancel()  # a running job must not outlive the module
@@ -168,8 +168,8 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         seen = panel.snapshot(p)
         change, self._seen = panel.changes(self._seen, seen), seen
-        self.radio("filter", p.filterKind).checked = True
-        self.radio("where", p.where).checked = True
+        getattr(self.ui, f"filter{p.filterKind.capitalize()}RadioButton").checked = True
+        getattr(self.ui, f"where{p.where.capitalize()}RadioButton").checked = True
         if self.ui.modelPathLineEdit.currentPath != p.modelPath:
             self.ui.modelPathLineEdit.currentPath = p.modelPath
         if change & panel.Change.SETTINGS:

@@ -18,15 +18,15 @@ from LRPSegmentationLib.mrml import case, job, panel, run, tables
 class ExplanationSession:
     """Console API over one scene (see the module docstring of ``LRPSegmentation.py`` for an example).
 
-    ``jobs`` starts the explanation jobs (default: ``lrpseg explain`` in a child process importing the library
-    from ``library_parent``); ``idle`` runs while :meth:`explain` waits (``slicer.app.processEvents`` in Slicer,
-    so the application stays responsive).
+    ``jobs`` starts the explanation jobs (e.g. ``run.child_process_jobs()``: ``lrpseg explain`` in a child
+    process); ``idle`` runs while :meth:`explain` waits (``slicer.app.processEvents`` in Slicer, so the application
+    stays responsive); ``keep_runs`` keeps that many finished run folders (inputs and outputs) for inspection.
     """
 
     def __init__(self, scene, work_folder: Path | str, jobs: run.JobFactory,
-                 idle: Callable[[], None] | None = None) -> None:
+                 idle: Callable[[], None] | None = None, keep_runs: int = 0) -> None:
         self.scene, self.work_folder, self.idle = scene, Path(work_folder), idle
-        self.controller = run.RunController(scene, self.work_folder / "runs", jobs)
+        self.controller = run.RunController(scene, self.work_folder / "runs", jobs, keep_runs)
 
     @property
     def live(self):
