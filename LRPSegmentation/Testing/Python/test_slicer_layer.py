@@ -232,3 +232,24 @@ def test_self_test_without_torch_skips_the_way_each_runner_understands(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "skipped as each runner expects" in result.stdout
     assert "Skipped: PyTorch is not installed" in result.stderr  # the direct run says so (logging)
+
+
+def console_examples(module) -> dict[str, str]:
+    """The Slicer-console examples: the README's and the one in the Logic's docstring."""
+    import re
+    import textwrap
+
+    readme = (slicer_testbed.REPO_DIR / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "getModuleLogic" in b)
+    docstring = module.LRPSegmentationLogic.__doc__
+    return {"README": block, "Logic docstring": textwrap.dedent(docstring.split("::", 1)[1])}
+
+
+def test_console_examples_run_as_written(module, env, monkeypatch):
+    """Slicer's console has the module registry; here getModuleLogic gives the module's Logic on the scene."""
+    monkeypatch.setattr(slicer_core.util, "getModuleLogic",
+                        lambda name: module.LRPSegmentationLogic() if name == "LRPSegmentation" else None)
+    for source, code in console_examples(module).items():
+        namespace = {"slicer": slicer_core}
+        exec(compile(code, source, "exec"), namespace)
+        assert namespace["live"].table is not None and len(namespace["rows"]) == len(MODALITIES) + 1, source
