@@ -8,6 +8,9 @@ presets and target kinds to this file).
 from __future__ import annotations
 
 from enum import Enum
+from typing import TypeVar
+
+E = TypeVar("E", bound=Enum)
 
 
 class FilterKind(Enum):
@@ -92,3 +95,11 @@ DEVICE_CHOICES: tuple[str, ...] = ("auto", "cuda", "cpu")
 def values(choices) -> list[str]:
     """The string values of an Enum class (or the items of a tuple of names), in order: for CLI and GUI lists."""
     return [c.value if isinstance(c, Enum) else str(c) for c in choices]
+
+
+def choose(vocabulary: type[E], value, what: str, error: type[Exception] = ValueError) -> E:
+    """``value`` (a member or its string value) as a member of ``vocabulary``; ``error`` names the choices."""
+    try:
+        return vocabulary(value)
+    except ValueError:
+        raise error(f"Unknown {what} {value!r}: use one of {', '.join(values(vocabulary))}.") from None

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from LRPSegmentationLib.options import FilterKind, RelevanceNormalization
+from LRPSegmentationLib.options import FilterKind, RelevanceNormalization, choose
 
 __all__ = [
     "AmplitudeFilter",
@@ -70,13 +70,7 @@ class AmplitudeFilter:
     high: float = 1.0
 
     def __post_init__(self) -> None:
-        try:
-            kind = FilterKind(self.kind)
-        except ValueError:
-            raise FilterError(
-                f"Unknown filter kind {self.kind!r}: use one of {', '.join(k.value for k in FilterKind)}."
-            ) from None
-        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "kind", choose(FilterKind, self.kind, "filter kind", FilterError))
         low, high = float(self.low), float(self.high)
         if not (math.isfinite(low) and math.isfinite(high) and 0.0 <= low <= high <= 1.0):
             raise FilterError(
@@ -423,12 +417,7 @@ def normalise_map(
     values sorted (a one-off sort, about 20 ms per 19x192x192 channel) so that rank scores of every later filter
     need no selection over the volume: use it for a map that the live slider will re-filter many times.
     """
-    try:
-        normalization = RelevanceNormalization(normalization)
-    except ValueError:
-        raise FilterError(
-            f"Unknown normalization {normalization!r}: use one of {', '.join(n.value for n in RelevanceNormalization)}."
-        ) from None
+    normalization = choose(RelevanceNormalization, normalization, "normalization", FilterError)
     ops = _ops(relevance)
     relevance = _as_float(relevance, "relevance")
     if relevance.ndim < 2:

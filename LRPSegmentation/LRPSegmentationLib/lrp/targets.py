@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from LRPSegmentationLib.options import TargetKind
+from LRPSegmentationLib.options import TargetKind, choose
 
 __all__ = ["TargetKind", "Target", "TargetError", "predicted_lesion", "connected_components"]
 
@@ -91,12 +91,7 @@ class Target:
     ground_truth: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        try:
-            kind = TargetKind(self.kind)
-        except ValueError:
-            raise TargetError(
-                f"Unknown target {self.kind!r}: use one of {', '.join(k.value for k in TargetKind)}."
-            ) from None
+        kind = choose(TargetKind, self.kind, "target", TargetError)
         object.__setattr__(self, "kind", kind)
         if isinstance(self.lesion_class, bool) or int(self.lesion_class) != self.lesion_class or self.lesion_class < 0:
             raise TargetError(f"lesion_class must be a non-negative class index, got {self.lesion_class!r}.")
