@@ -107,10 +107,9 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
         self.ui.loadCaseButton.connect("clicked(bool)", self.onLoadCase)
         self.ui.bundledModelButton.connect("clicked(bool)", lambda: self.setParameter("modelPath", ""))
-        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", lambda p: self.setParameter("modelPath", p))
-        self.ui.modelPathLineEdit.connect(  # an emptied path emits no currentPathChanged (CTK): back to "Bundled"
-            "validInputChanged(bool)", lambda ok: ok or self.ui.modelPathLineEdit.currentPath or self.setParameter(
-                "modelPath", ""))
+        path = self.ui.modelPathLineEdit  # emptying it emits validInputChanged but no currentPathChanged (CTK)
+        path.connect("currentPathChanged(QString)", lambda p: self.setParameter("modelPath", p))
+        path.connect("validInputChanged(bool)", lambda ok: ok or self.setParameter("modelPath", path.currentPath))
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.cancelButton.connect("clicked(bool)", self.logic.cancel)
         self.ui.exportScoresButton.connect("clicked(bool)", self.onExportScores)
@@ -210,10 +209,11 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Starting the computation failed."), waitCursor=True):
             if self.logic.ensureDependencies():
                 self.logic.startFromParameters(self._parameterNode)
+                self.updateButtons()
                 self._timer.start(100)
-        self.onPoll()
 
     def onPoll(self) -> None:
+        """Timer slot while a job runs: progress, then the result (or the one-line reason it failed)."""
         status = self.logic.poll()
         self.ui.progressBar.value = int(100 * (status.fraction or 0.0))
         self.ui.statusLabel.text = f"{status.stage}: {status.message}" if status.running else status.message
