@@ -152,6 +152,25 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+def summed_map_scores(flat: np.ndarray, scale: np.ndarray, index: np.ndarray,
+                      buffer: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(mass accuracy, rank accuracy, pointing game) of the channel-summed map ``sum_c scale_c * flat_c``.
+
+    ``flat`` is the filtered normalised map (C, N), ``index`` the flat ground-truth indices. The "all" row's
+    localisation scores: the only scores that need a pass over the whole map for every filter.
+    """
+    summed = np.einsum("c,cn->n", np.asarray(scale, dtype=np.float64).astype(flat.dtype), flat)
+    buffer = np.empty_like(summed) if buffer is None else buffer
+    inside = summed[index]
+    top = float(summed.max())
+    any_relevance = bool(top != 0 or summed.min() != 0)
+    positive = float(np.maximum(summed, 0.0, out=buffer).sum())
+    mass = safe_ratio(np.maximum(inside, 0.0).sum(), positive) if positive > 0 else 0.0
+    rank = rank_accuracy_flat(summed, inside) if any_relevance else 0.0
+    pointing = pointing_flat(summed, inside, top) if any_relevance else 0.0
+    return mass, rank, pointing
+
+
 def score_explanation(
     relevance: Any,
     images: Any,
@@ -282,14 +301,7 @@ def score_explanation(
 
     total_mass = total_rank = total_pointing = None
     if has_gt:
-        summed = np.einsum("c,cn->n", scale.astype(flat.dtype), flat)
-        inside = summed[index]
-        top = float(summed.max())
-        any_relevance = bool(top != 0 or summed.min() != 0)
-        positive = float(np.maximum(summed, 0.0, out=buffer).sum())
-        total_mass = safe_ratio(np.maximum(inside, 0.0).sum(), positive) if positive > 0 else 0.0
-        total_rank = rank_accuracy_flat(summed, inside) if any_relevance else 0.0
-        total_pointing = pointing_flat(summed, inside, top) if any_relevance else 0.0
+        total_mass, total_rank, total_pointing = summed_map_scores(flat, scale, index, buffer)
 
     conservation_value = None
     if output_relevance_sum is not None:

@@ -86,6 +86,9 @@ def test_apply_writes_the_filtered_map_and_its_scores(live, explanation, filt):
     began = time.perf_counter()
     scores = live.apply(filt)
     took = time.perf_counter() - began
+    assert live.stale  # no view shows a heatmap: every voxel waits for flush()
+    live.flush()
+    assert not live.stale
     expected = filter_map(explanation.relevance, filt)
     for channel, modality in enumerate(MODALITIES):
         voxels = scene_nodes.array_from_node(live.heatmaps[modality])
@@ -158,6 +161,7 @@ def test_layer_results_are_cached_per_band(live, explanation):
     live.add_layer_result(AmplitudeFilter.pass_band(0.2000001), chained)
     assert live.has_layer_result(band) and live.layer_bands == (band_key(band),)
     scores = live.apply_layers(band)
+    live.flush()
     expected = filter_map(chained, None)
     np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps["MTT"]), expected.normalised[1])
     assert live.where == "layers" and scores.filter == "none"
@@ -168,6 +172,7 @@ def test_layer_results_are_cached_per_band(live, explanation):
         live.add_layer_result(AmplitudeFilter.pass_band(high), chained)
     assert not live.has_layer_result(band) and len(live.layer_bands) == 2  # oldest dropped
     live.apply(None)  # back to the live path after showing a cached (read-only) map
+    live.flush()
     np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps["MTT"]),
                                   filter_map(explanation.relevance, None).normalised[1])
     live.clear_layer_results()
@@ -182,6 +187,7 @@ def test_from_run_folder_reads_the_cli_outputs(mrml, synthetic_case_dir, tiny_mo
     live = LiveExplanation.from_run_folder(mrml.scene, out, synthetic_case_dir, nodes.volumes)
     clamp = AmplitudeFilter.clamp_band(0.2)
     live.apply(clamp)
+    live.flush()
     assert float(np.abs(scene_nodes.array_from_node(live.heatmaps["TTP"])).max()) <= 0.2 + 1e-6
     assert live.dice is not None and live.segmentation is not None and live.ground_truth_segmentation is not None
     with pytest.raises(LiveError, match="relevance_ADC"):
