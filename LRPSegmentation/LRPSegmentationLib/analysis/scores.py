@@ -255,7 +255,7 @@ def score_explanation(
         n_lrp = int(np.count_nonzero(binary))
         n_input = references.input_counts[c]
         n_both = int(np.count_nonzero(np.logical_and(binary, inputs[c], out=overlap)))
-        signed_sums[c] = float(v.sum())
+        signed_sums[c] = float(v.sum(dtype=np.float64))  # float64: exact enough for shares of cancelling sums
         if peak == 0:
             empty.append(f"filtered relevance of {names[c]} is all zero")
         if n_input == 0:
@@ -281,7 +281,8 @@ def score_explanation(
             row.update(
                 gt_inclusivity=safe_ratio(n_lrp_gt, gt_voxels + smoothing),
                 gt_precision=safe_ratio(n_lrp_gt, n_lrp + smoothing),
-                mass_accuracy=safe_ratio(np.maximum(inside, 0.0).sum(), positive) if positive > 0 else 0.0,
+                mass_accuracy=(safe_ratio(np.maximum(inside, 0.0).sum(dtype=np.float64), positive)
+                               if positive > 0 else 0.0),
                 rank_accuracy=rank_accuracy_flat(v, inside, known) if peak > 0 else 0.0,
                 pointing_game=pointing_flat(v, inside, float(v.max())) if peak > 0 else 0.0,
             )
