@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,3 +51,32 @@ def test_band_filter_and_grid():
     assert AmplitudeFilter.pass_band(0.35) in grid and AmplitudeFilter.clamp_band(1.0) in grid
     with pytest.raises(ExplainInputError, match="step"):
         band_grid(0.0)
+
+
+def test_cli_writes_bands_compactly_and_they_read_back(synthetic_case_dir, tiny_model_file, tmp_path, capsys):
+    from LRPSegmentationLib.data.caseio import load_case
+    from LRPSegmentationLib.options import FilterPlacement
+    from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, BandFileError, read_bands
+    from LRPSegmentationLib.pipeline.cli import main as cli_main
+    from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case
+
+    out = tmp_path / "bands"
+    common = ["--model", str(tiny_model_file), "--target", "probability", "--device", "cpu", "--progress", "none"]
+    assert cli_main(["bands", str(synthetic_case_dir), "--out", str(out), "--bands", "pass:0.1,1;clamp:0.3",
+                     "--batch-size", "2", *common]) == 0
+    case = load_case(synthetic_case_dir)
+    bands = read_bands(out / BANDS_FILE, case.geometry.shape)
+    assert list(bands) == [AmplitudeFilter.pass_band(0.1, 1.0), AmplitudeFilter.clamp_band(0.3)]
+    for band, relevance in bands.items():
+        settings = ExplainSettings(target=Target("probability"), filter=band, where=FilterPlacement.LAYERS)
+        alone = explain_case(case, load_model(tiny_model_file), settings, "cpu").relevance
+        peak = np.abs(alone).reshape(6, -1).max(axis=1)[:, None, None, None]
+        np.testing.assert_allclose(relevance / peak, alone / peak, atol=2e-3)  # float16 of the normalised map
+    assert (out / "bands.json").is_file()
+    assert cli_main(["bands", str(synthetic_case_dir), "--out", str(out), "--batch-size", "0", "--overwrite",
+                     *common]) == 2
+    assert cli_main(["bands", str(synthetic_case_dir), "--out", str(tmp_path / "b2"), "--bands", "band:7",
+                     *common]) == 2
+    assert "Cannot read filter" in capsys.readouterr().err
+    with pytest.raises(BandFileError, match="grid"):
+        read_bands(out / BANDS_FILE, (1, 2, 3))
