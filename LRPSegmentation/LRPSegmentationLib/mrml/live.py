@@ -327,9 +327,22 @@ class LiveExplanation:
     def clear_layer_results(self) -> None:
         self._layers.clear()
 
-    def apply_layers(self, filt: AmplitudeFilter | str | None) -> ExplanationScores | None:
-        """Show the cached in-chain result of band ``filt`` (no further filter); None when it is not cached yet."""
+    def nearest_layer_band(self, filt: AmplitudeFilter | str | None) -> AmplitudeFilter | None:
+        """The cached in-chain band of the same kind closest to ``filt`` (ends compared), None when there is none."""
         key = band_key(filt)
+        if key == NO_FILTER or key in self._layers:
+            return key
+        same = [band for band in self._layers if band.kind is key.kind]
+        return min(same, key=lambda b: (abs(b.high - key.high) + abs(b.low - key.low), b.high, b.low), default=None)
+
+    def apply_layers(self, filt: AmplitudeFilter | str | None, nearest: bool = False) -> ExplanationScores | None:
+        """Show the cached in-chain result of band ``filt`` (no further filter); None when it is not cached yet.
+
+        ``nearest``: show the closest cached band of that kind instead (a precomputed grid read by the slider).
+        """
+        key = self.nearest_layer_band(filt) if nearest else band_key(filt)
+        if key is None:
+            return None
         index = self.index if key == NO_FILTER else self._layers.get(key)
         if index is None:
             return None

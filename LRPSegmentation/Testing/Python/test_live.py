@@ -168,6 +168,9 @@ def test_layer_results_are_cached_per_band(live, explanation):
     assert live.where == "layers" and scores.filter == "none"
     reference = score_explanation(expected, explanation.case.images, explanation.case.ground_truth)
     assert_rows_equal(score_tables.table_rows(live.table), score_rows(reference, live.dice))
+    assert live.nearest_layer_band("pass:0.26") == band_key(band) and live.nearest_layer_band("clamp:0.2") is None
+    assert live.apply_layers("pass:0.26") is None and live.apply_layers("pass:0.26", nearest=True) is not None
+    assert live.filter == band_key(band)
     live.max_layer_results = 2
     for high in (0.3, 0.4):
         live.add_layer_result(AmplitudeFilter.pass_band(high), chained)
