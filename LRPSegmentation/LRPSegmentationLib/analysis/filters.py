@@ -164,8 +164,8 @@ class _Ops:
         return x.amin(dim=axes) if self.is_torch else x.min(axis=axes)
 
     def sum(self, x: Any, axes: tuple[int, ...]) -> np.ndarray:
-        """Per-channel sums as float64 numpy (the sums themselves run in the array's dtype)."""
-        total = x.sum(dim=axes) if self.is_torch else x.sum(axis=axes)
+        """Per-channel sums as float64 numpy (accumulated in float64 for numpy, in the tensor's dtype for torch)."""
+        total = x.sum(dim=axes) if self.is_torch else x.sum(axis=axes, dtype=np.float64)
         return self.to_numpy(total)
 
     def signed(self, magnitude: Any, like: Any) -> Any:

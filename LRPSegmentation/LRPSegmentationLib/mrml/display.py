@@ -110,6 +110,60 @@ def update_heatmap(node, values: np.ndarray, half_width: float | None = None) ->
         set_window(node, half_width)
 
 
+def update_heatmap_region(node, values: np.ndarray, region: tuple[slice, ...]) -> None:
+    """Overwrite only ``voxels[region]`` of a heatmap (the slices the views show while a slider is dragged)."""
+    voxels = array_from_node(node)
+    voxels[region] = values
+    voxels_modified(node)
+
+
+ALL_SLICES = None
+"""What :func:`shown_slices` returns for a volume some view shows obliquely: every voxel may be on screen."""
+
+
+def shown_slices(scene, volume_nodes: Sequence[Any], ras_to_ijk: np.ndarray, shape: Sequence[int]
+                 ) -> dict[str, list[tuple[int, int]] | None]:
+    """The grid slices each slice view shows of ``volume_nodes`` (all on one grid): node ID -> (numpy axis, index).
+
+    A view whose plane is not aligned with the grid gives :data:`ALL_SLICES` for the volumes it shows; a plane
+    between two voxel centres names both neighbours. Volumes no view shows are absent (nothing on screen).
+    """
+    wanted = {node.GetID() for node in volume_nodes}
+    slice_nodes = {}
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
+        slice_nodes[node.GetLayoutName()] = node
+    shown: dict[str, list[tuple[int, int]] | None] = {}
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        ids = {composite.GetForegroundVolumeID(), composite.GetBackgroundVolumeID(), composite.GetLabelVolumeID()}
+        ids &= wanted
+        view = slice_nodes.get(composite.GetLayoutName())
+        if not ids or view is None:
+            continue
+        slices = _plane_slices(view, ras_to_ijk, shape)
+        for node_id in ids:
+            if slices is ALL_SLICES or shown.get(node_id, []) is ALL_SLICES:
+                shown[node_id] = ALL_SLICES
+            else:
+                shown[node_id] = sorted(set(shown.get(node_id, [])) | set(slices))
+    return shown
+
+
+def _plane_slices(slice_node, ras_to_ijk: np.ndarray, shape: Sequence[int]) -> list[tuple[int, int]] | None:
+    matrix = slice_node.GetSliceToRAS()
+    normal = np.array([matrix.GetElement(r, 2) for r in range(3)])
+    origin = np.array([matrix.GetElement(r, 3) for r in range(3)] + [1.0])
+    direction = ras_to_ijk[:3, :3] @ normal
+    axis = int(np.argmax(np.abs(direction)))
+    if np.any(np.abs(np.delete(direction, axis)) > 1e-6 * abs(direction[axis])):
+        return ALL_SLICES
+    position = float((ras_to_ijk @ origin)[axis])
+    numpy_axis = 2 - axis  # IJK (x, y, z) -> numpy (D, H, W)
+    nearest = {math.floor(position + 1e-4), math.ceil(position - 1e-4)}
+    return [(numpy_axis, k) for k in sorted(nearest) if 0 <= k < shape[numpy_axis]]
+
+
 # -------------------------------------------------------------------------------------------------- layouts
 
 def grid_layout_xml() -> str:

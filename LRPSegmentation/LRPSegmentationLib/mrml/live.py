@@ -6,16 +6,18 @@ presorted :class:`~LRPSegmentationLib.analysis.filters.NormalisedMap`, the
 nodes, and the in-chain ("layers") results per filter band, which are computed elsewhere (the Slicer module runs
 them in a child process) and handed in with :meth:`LiveExplanation.add_layer_result`.
 
-One slider move is :meth:`LiveExplanation.apply`: re-filter into the previous result's buffers, score, copy the
-filtered map into the heatmap voxels in place, overwrite the table values in place. Qt-free; the scene is an
-argument (``slicer.mrmlScene`` in Slicer, a plain ``vtkMRMLScene`` in tests).
+One slider move is :meth:`LiveExplanation.apply`: every score of the band from the map's
+:class:`~LRPSegmentationLib.analysis.band_scores.BandIndex` (binary searches, no pass over the map), the filtered band
+written into the heatmap slices the views show, the table values overwritten in place. The voxels off screen follow
+in :meth:`LiveExplanation.flush` (call it before saving or reading the heatmaps; :func:`observe` does it on a
+scene save and writes newly shown slices after a scroll). Qt-free; the scene is an argument
+(``slicer.mrmlScene`` in Slicer, a plain ``vtkMRMLScene`` in tests).
 """
 
 from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from LRPSegmentationLib.analysis import metrics
+from LRPSegmentationLib.analysis.band_scores import BandIndex, complete_total, filtered_region
 from LRPSegmentationLib.analysis.filters import (
     NO_FILTER,
     AmplitudeFilter,
@@ -33,8 +36,7 @@ from LRPSegmentationLib.analysis.filters import (
     RelevanceNormalization,
     normalise_map,
 )
-from LRPSegmentationLib.analysis.metrics import EmptyMaskWarning
-from LRPSegmentationLib.analysis.scores import ExplanationScores, ReferenceMasks, reference_masks, score_explanation
+from LRPSegmentationLib.analysis.scores import ExplanationScores, ReferenceMasks, reference_masks
 from LRPSegmentationLib.data.caseio import load_case, read_volume
 from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import MODALITIES
@@ -105,7 +107,7 @@ def read_relevance(out_dir: Path | str) -> np.ndarray:
     return np.stack([read_volume(out_dir / relevance_file(m))[0] for m in MODALITIES]).astype(np.float32)
 
 
-UPDATE_STEPS: tuple[str, ...] = ("filter", "scores", "voxels", "table")
+UPDATE_STEPS: tuple[str, ...] = ("scores", "voxels", "table")
 """The steps of one live update, in order (see :class:`UpdateTiming`)."""
 
 
@@ -157,8 +159,9 @@ class LiveExplanation:
         self.relevance = relevance
         self.geometry = geometry
         self.normalization = RelevanceNormalization(normalization)
-        self.cache: NormalisedMap = normalise_map(relevance, self.normalization, presort=True)
         self.references: ReferenceMasks = reference_masks(images, ground_truth)
+        self.index = BandIndex.build(normalise_map(relevance, self.normalization), self.references)
+        self.cache: NormalisedMap = self.index.source
         self.backgrounds = dict(backgrounds or {})
         self.reference = reference if reference is not None else self.backgrounds.get("ADC")
         self.dice = None if ground_truth is None or prediction is None else metrics.dice(prediction, ground_truth)
@@ -176,13 +179,17 @@ class LiveExplanation:
         self.table = None
         self.filter: AmplitudeFilter = NO_FILTER
         self.where = "output"
-        self.scores: ExplanationScores | None = None
         self.timing = UpdateTiming()
         self.max_layer_results = int(max_layer_results)
-        self._layers: OrderedDict[AmplitudeFilter, NormalisedMap] = OrderedDict()
-        self._filtered: FilteredMap | None = None
+        self._layers: OrderedDict[AmplitudeFilter, BandIndex] = OrderedDict()
+        self._ras_to_ijk = np.linalg.inv(nodes.ijk_to_ras(geometry))
+        self._filtered: FilteredMap | None = None  # reuse buffers of the final map's full filtered copies
+        self._map: FilteredMap | None = None  # the full filtered map of what is shown, once made
+        self._scores: ExplanationScores | None = None
+        self._stale, self._written = False, set()
         self._windows: dict[str, float] = {}
         self.apply(NO_FILTER)
+        self.flush()
 
     # ----------------------------------------------------------------------------------------- constructors
     @classmethod
@@ -287,14 +294,14 @@ class LiveExplanation:
 
     # --------------------------------------------------------------------------------------------- live path
     def apply(self, filt: AmplitudeFilter | str | None = None) -> ExplanationScores:
-        """Filter the final map with ``filt`` (live slider path) and update heatmaps and table in place."""
+        """Filter the final map with ``filt`` (live slider path): scores, table and the voxels on screen at once.
+
+        The other voxels follow in :meth:`flush` (before a save, a screenshot, a scroll: see :func:`observe`).
+        Returns the scores; the "all" row's channel-summed scores are filled in when :attr:`scores` is read.
+        """
         filt = AmplitudeFilter.parse(filt)
-        start = _now()
-        self._filtered = self.cache.filtered(filt, reuse=self._filtered)  # overwrites the previous result
-        filtered_at = _now()
-        self.filter, self.where = filt, "output"
-        self._show(self._filtered, max(filt.high, MIN_WINDOW), start, filtered_at)
-        return self.scores
+        self._show(self.index, filt, max(filt.high, MIN_WINDOW), filt, "output")
+        return self._band_scores
 
     def add_layer_result(self, filt: AmplitudeFilter | str | None, relevance: np.ndarray) -> None:
         """Keep the raw map of an in-chain run with band ``filt`` (oldest dropped beyond ``max_layer_results``)."""
@@ -302,7 +309,7 @@ class LiveExplanation:
         if relevance.shape != self.relevance.shape:
             raise LiveError(f"In-chain relevance of shape {relevance.shape} does not match {self.relevance.shape}.")
         key = band_key(filt)
-        self._layers[key] = normalise_map(relevance, self.normalization, presort=True)
+        self._layers[key] = BandIndex.build(normalise_map(relevance, self.normalization), self.references)
         self._layers.move_to_end(key)
         while len(self._layers) > self.max_layer_results:
             self._layers.popitem(last=False)
@@ -320,32 +327,94 @@ class LiveExplanation:
     def clear_layer_results(self) -> None:
         self._layers.clear()
 
-    def apply_layers(self, filt: AmplitudeFilter | str | None) -> ExplanationScores | None:
-        """Show the cached in-chain result of band ``filt`` (no further filter); None when it is not cached yet."""
+    def nearest_layer_band(self, filt: AmplitudeFilter | str | None) -> AmplitudeFilter | None:
+        """The cached in-chain band of the same kind closest to ``filt`` (ends compared), None when there is none."""
         key = band_key(filt)
-        cache = self.cache if key == NO_FILTER else self._layers.get(key)
-        if cache is None:
+        if key == NO_FILTER or key in self._layers:
+            return key
+        same = [band for band in self._layers if band.kind is key.kind]
+        return min(same, key=lambda b: (abs(b.high - key.high) + abs(b.low - key.low), b.high, b.low), default=None)
+
+    def apply_layers(self, filt: AmplitudeFilter | str | None, nearest: bool = False) -> ExplanationScores | None:
+        """Show the cached in-chain result of band ``filt`` (no further filter); None when it is not cached yet.
+
+        ``nearest``: show the closest cached band of that kind instead (a precomputed grid read by the slider).
+        """
+        key = self.nearest_layer_band(filt) if nearest else band_key(filt)
+        if key is None:
+            return None
+        index = self.index if key == NO_FILTER else self._layers.get(key)
+        if index is None:
             return None
         if key in self._layers:
             self._layers.move_to_end(key)
-        start = _now()
-        self._filtered = None  # the identity result shares the cache's arrays: never reuse it as a buffer
-        filtered = cache.filtered(NO_FILTER)
-        self.filter, self.where = key, "layers"
-        self._show(filtered, 1.0, start, _now())
-        return self.scores
+        self._show(index, NO_FILTER, 1.0, key, "layers")
+        return self._band_scores
 
-    def _show(self, filtered: FilteredMap, window: float, *marks: tuple[float, float]) -> None:
-        with warnings.catch_warnings():  # an empty band is a normal slider position, not a problem to report
-            warnings.simplefilter("ignore", EmptyMaskWarning)
-            self.scores = score_explanation(filtered, self.references)
-        marks += (_now(),)
+    @property
+    def scores(self) -> ExplanationScores:
+        """All scores of what is shown, equal to ``score_explanation`` of the full filtered map (the "all" row's
+        channel-summed scores are computed here, once per band, from the whole filtered map)."""
+        if self._scores is None:
+            self._scores = complete_total(self._band_scores, self._full_map(), self.references)
+        return self._scores
+
+    @property
+    def stale(self) -> bool:
+        """Whether heatmap voxels off screen still show an earlier band (until :meth:`flush`)."""
+        return self._stale
+
+    def flush(self) -> None:
+        """Write the whole filtered map into the heatmaps (the voxels :meth:`apply` left for later)."""
+        if not self._stale:
+            return
+        filtered = self._full_map()
         for channel, modality in enumerate(MODALITIES):
-            same = self._windows.get(modality) == window
-            display.update_heatmap(self.heatmaps[modality], filtered.normalised[channel], None if same else window)
-            self._windows[modality] = window
+            display.update_heatmap(self.heatmaps[modality], filtered.normalised[channel])
+        self._stale = False
+
+    def refresh_views(self) -> None:
+        """Write the band into the slices the views show now that are not written yet (after a scroll)."""
+        if not self._stale:
+            return
+        shown = display.shown_slices(self.scene, list(self.heatmaps.values()), self._ras_to_ijk, self.geometry.shape)
+        if any(slices is display.ALL_SLICES for slices in shown.values()):
+            self.flush()
+            return
+        for channel, modality in enumerate(MODALITIES):
+            node = self.heatmaps[modality]
+            for axis, position in shown.get(node.GetID(), []):
+                if (channel, axis, position) in self._written:
+                    continue
+                region = (slice(None),) * axis + (position,)
+                values = filtered_region(self._index.source, self._band, channel, region)
+                display.update_heatmap_region(node, values, region)
+                self._written.add((channel, axis, position))
+
+    def _full_map(self) -> FilteredMap:
+        """The whole filtered map of what is shown (made once per band; buffers reused across bands)."""
+        if self._map is None:
+            if self._index is self.index and self._band != NO_FILTER:
+                self._filtered = self.cache.filtered(self._band, reuse=self._filtered)  # overwrites the last one
+                self._map = self._filtered
+            else:  # the identity shares the cache's (read-only) arrays: never a reuse buffer
+                self._map = self._index.source.filtered(self._band)
+        return self._map
+
+    def _show(self, index: BandIndex, band: AmplitudeFilter, window: float, key: AmplitudeFilter, where: str) -> None:
+        start = _now()
+        self._band_scores = index.score(band)
+        self._scores, self._map = None, None
+        self._index, self._band, self.filter, self.where = index, band, key, where
+        marks = (start, _now())
+        for modality in MODALITIES:
+            if self._windows.get(modality) != window:
+                display.set_window(self.heatmaps[modality], window)
+                self._windows[modality] = window
+        self._stale, self._written = True, set()
+        self.refresh_views()
         marks += (_now(),)
-        rows = score_rows(self.scores, self.dice)
+        rows = score_rows(self._band_scores, self.dice)
         if self.table is None:
             self.table = tables.scores_table(self.scene, rows, reference=self.reference)
         else:
@@ -371,3 +440,21 @@ class LiveExplanation:
         for node in (self.segmentation, self.ground_truth_segmentation):
             if node is not None and node.GetDisplayNode() is not None:
                 node.GetDisplayNode().SetVisibility(bool(outlines))
+
+
+def observe(live: LiveExplanation) -> list[tuple[Any, int]]:
+    """Keep the lazy heatmap voxels of ``live`` right: flush on the scene's StartSaveEvent, write newly shown
+    slices when a slice view or its layers change (scroll, layout). Call after :meth:`LiveExplanation.show`;
+    returns the observations for :func:`unobserve`."""
+    scene = live.scene
+    observations = [(scene, scene.AddObserver(scene.StartSaveEvent, lambda *_: live.flush()))]
+    for class_name in ("vtkMRMLSliceNode", "vtkMRMLSliceCompositeNode"):
+        for index in range(scene.GetNumberOfNodesByClass(class_name)):
+            node = scene.GetNthNodeByClass(index, class_name)
+            observations.append((node, node.AddObserver("ModifiedEvent", lambda *_: live.refresh_views())))
+    return observations
+
+
+def unobserve(observations: list[tuple[Any, int]]) -> None:
+    for node, tag in observations:
+        node.RemoveObserver(tag)

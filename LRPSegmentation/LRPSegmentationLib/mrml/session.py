@@ -95,6 +95,7 @@ class ExplanationSession:
     def applyFilter(self, kind: str = "none", alpha: float = 1.0, alphaLow: float = 0.0) -> list[dict]:
         """Filter the final map live (heatmap voxels and table updated in place); returns the table rows."""
         self.controller.show_filter(kind, alpha, alphaLow)
+        self.live.flush()  # a console caller reads the heatmaps next: no voxel left for later
         return self.live.rows
 
     def update(self, parameters: Any, change: panel.Change) -> None:

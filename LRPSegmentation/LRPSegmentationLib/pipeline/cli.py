@@ -165,6 +165,35 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bands(args: argparse.Namespace) -> int:
+    from LRPSegmentationLib.analysis.filters import AmplitudeFilter
+    from LRPSegmentationLib.data.caseio import load_case
+    from LRPSegmentationLib.lrp.bands import band_grid
+    from LRPSegmentationLib.net.weights import load_model
+    from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, band_scores, explain_case_bands, write_bands
+    from LRPSegmentationLib.pipeline.outputs import ResultWriter
+
+    progress = Progress(args.progress)
+    case = load_case(args.case)
+    settings = explain_settings(args, case)
+    bands = (band_grid(args.step) if args.bands is None else
+             tuple(dict.fromkeys(AmplitudeFilter.parse(s) for s in args.bands.split(";") if s.strip())))
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    loaded = load_model(args.model)
+    progress("explain", 0.05, f"{len(bands)} in-chain bands, {settings.preset} rules, batches of {args.batch_size}")
+    relevance, seconds = explain_case_bands(
+        case, loaded, settings, bands, args.device, args.batch_size, notify=progress.note,
+        progress=lambda done, total: progress("explain", 0.05 + 0.85 * done / total, f"{done}/{total} bands"))
+    with ResultWriter(args.out, overwrite=args.overwrite) as out:
+        write_bands(out.path(BANDS_FILE), bands, relevance)
+        out.json("bands.json", {"case": case.case_id, "model": str(loaded.path), "settings": settings.describe(),
+                                "bands": [b.label for b in bands], "seconds": round(seconds, 3),
+                                "scores": band_scores(relevance, case)})
+    progress("done", 1.0, f"{case.case_id}: {len(bands)} bands in {seconds:.1f} s")
+    return 0
+
+
 def collect_cases(paths: Sequence[str]) -> list[Path]:
     """Case folders from arguments that are case folders or folders of case folders."""
     from LRPSegmentationLib.data.caseio import CaseError, find_case_files
@@ -322,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(explain, "folder for relevance_<MOD>[_filtered].nii.gz, prediction_*.nii.gz, scores.json/csv, "
                     "provenance.json, preview.png")
     add_explain_options(explain)
+
+    bands = add("bands", cmd_bands, "compute a grid of in-chain filter bands of one case in batched explanations")
+    bands.add_argument("case", help="ISLES case folder, or a folder of ADC/MTT/rCBF/rCBV/Tmax/TTP files")
+    common(bands, "folder for bands.npz (float16 maps, float32 maxima) and bands.json (settings, scores)")
+    bands.add_argument("--bands", help="e.g. 'pass:0.2;clamp:0.1' (default: the paper's grids plus --step steps)")
+    bands.add_argument("--step", type=float, default=0.05, help="alpha step of the default grid")
+    bands.add_argument("--batch-size", type=int, default=4, help="bands per batched explanation")
+    add_explain_options(bands, with_filter=False)
 
     sweep = add("sweep", cmd_sweep, "run a grid of filters over cases and models: sweep.csv, plots, sweet spot")
     sweep.add_argument("cases", nargs="+", help="case folders, or folders of case folders")

@@ -23,6 +23,7 @@ from LRPSegmentationLib.lrp.targets import Target  # noqa: E402
 from LRPSegmentationLib.mrml import case as case_nodes  # noqa: E402
 from LRPSegmentationLib.mrml import display as heatmap_display  # noqa: E402
 from LRPSegmentationLib.mrml import headless as headless_mrml  # noqa: E402
+from LRPSegmentationLib.mrml import live as live_module  # noqa: E402
 from LRPSegmentationLib.mrml import nodes as scene_nodes  # noqa: E402
 from LRPSegmentationLib.mrml import tables as score_tables  # noqa: E402
 from LRPSegmentationLib.mrml.live import UPDATE_STEPS, LiveError, LiveExplanation, band_key, score_rows  # noqa: E402
@@ -86,6 +87,9 @@ def test_apply_writes_the_filtered_map_and_its_scores(live, explanation, filt):
     began = time.perf_counter()
     scores = live.apply(filt)
     took = time.perf_counter() - began
+    assert live.stale  # no view shows a heatmap: every voxel waits for flush()
+    live.flush()
+    assert not live.stale
     expected = filter_map(explanation.relevance, filt)
     for channel, modality in enumerate(MODALITIES):
         voxels = scene_nodes.array_from_node(live.heatmaps[modality])
@@ -158,16 +162,21 @@ def test_layer_results_are_cached_per_band(live, explanation):
     live.add_layer_result(AmplitudeFilter.pass_band(0.2000001), chained)
     assert live.has_layer_result(band) and live.layer_bands == (band_key(band),)
     scores = live.apply_layers(band)
+    live.flush()
     expected = filter_map(chained, None)
     np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps["MTT"]), expected.normalised[1])
     assert live.where == "layers" and scores.filter == "none"
     reference = score_explanation(expected, explanation.case.images, explanation.case.ground_truth)
     assert_rows_equal(score_tables.table_rows(live.table), score_rows(reference, live.dice))
+    assert live.nearest_layer_band("pass:0.26") == band_key(band) and live.nearest_layer_band("clamp:0.2") is None
+    assert live.apply_layers("pass:0.26") is None and live.apply_layers("pass:0.26", nearest=True) is not None
+    assert live.filter == band_key(band)
     live.max_layer_results = 2
     for high in (0.3, 0.4):
         live.add_layer_result(AmplitudeFilter.pass_band(high), chained)
     assert not live.has_layer_result(band) and len(live.layer_bands) == 2  # oldest dropped
     live.apply(None)  # back to the live path after showing a cached (read-only) map
+    live.flush()
     np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps["MTT"]),
                                   filter_map(explanation.relevance, None).normalised[1])
     live.clear_layer_results()
@@ -182,6 +191,7 @@ def test_from_run_folder_reads_the_cli_outputs(mrml, synthetic_case_dir, tiny_mo
     live = LiveExplanation.from_run_folder(mrml.scene, out, synthetic_case_dir, nodes.volumes)
     clamp = AmplitudeFilter.clamp_band(0.2)
     live.apply(clamp)
+    live.flush()
     assert float(np.abs(scene_nodes.array_from_node(live.heatmaps["TTP"])).max()) <= 0.2 + 1e-6
     assert live.dice is not None and live.segmentation is not None and live.ground_truth_segmentation is not None
     with pytest.raises(LiveError, match="relevance_ADC"):
@@ -196,3 +206,86 @@ def test_bad_shapes_are_rejected(mrml, explanation):
     assert live.dice is None and live.segmentation is None
     with pytest.raises(LiveError, match="does not match"):
         live.add_layer_result("pass:0.2", explanation.relevance[:, :2])
+
+
+def shown_slice(mrml, live, k):
+    """Show the 2x3 layout, all views on grid slice k; returns the slice logics."""
+    live.show(opacity=0.6)
+    logics = [mrml.slice_logic(view, 32, 32) for view in heatmap_display.GRID_VIEW_NAMES]
+    centre = scene_nodes.ijk_to_ras(live.geometry) @ np.array([0.0, 0.0, k, 1.0])
+    logics[0].GetSliceNode().JumpSliceByOffsetting(*centre[:3])  # linked views follow
+    for logic in logics:
+        logic.GetSliceNode().JumpSliceByOffsetting(*centre[:3])
+    return logics
+
+
+@pytest.mark.parametrize("where", ["output", "layers"])
+def test_dragging_50_alphas_updates_views_and_table_as_a_full_recomputation(mrml, live, explanation, where):
+    """The slider gesture in the test bed: 50 alpha values, each update's shown slices and table (and the complete
+    scores) equal a full recomputation; the voxels off screen follow on flush()."""
+    k = int(np.argmax(live.references.ground_truth.sum(axis=(1, 2))))
+    other = (k + 3) % live.geometry.shape[0]
+    logics = shown_slice(mrml, live, k)
+    relevance = explanation.relevance
+    chained = {}
+    if where == "layers":  # an in-chain band per 0.1 step, each a different map, cached as the run would
+        live.max_layer_results = 10
+        for step in range(1, 11):
+            key = band_key(AmplitudeFilter.pass_band(step / 10))
+            chained[key] = relevance * np.float32(1 + step / 7) + np.float32(step * 1e-4) * np.sign(relevance)
+            live.add_layer_result(key, chained[key])
+    live.flush()
+    off_screen = {m: scene_nodes.array_from_node(live.heatmaps[m])[other].copy() for m in MODALITIES}
+    alphas = np.round(np.concatenate([np.linspace(0.02, 1.0, 25), np.linspace(1.0, 0.05, 25)]), 3)
+    kinds = ("pass", "clamp")
+    for step, alpha in enumerate(alphas):
+        if where == "layers":
+            band = AmplitudeFilter.pass_band(max(0.1, round(float(alpha), 1)))
+            assert live.apply_layers(band) is not None
+            filt, expected_map = None, filter_map(chained[band_key(band)], None)
+        else:
+            filt = AmplitudeFilter(kinds[step % 2], 0.0 if step % 3 else alpha / 2, alpha)
+            live.apply(filt)
+            expected_map = filter_map(relevance, filt)
+        for channel, modality in enumerate(MODALITIES):
+            voxels = scene_nodes.array_from_node(live.heatmaps[modality])
+            np.testing.assert_array_equal(voxels[k], expected_map.normalised[channel][k])
+            np.testing.assert_array_equal(voxels[other], off_screen[modality])  # not on screen: not yet written
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmptyMaskWarning)
+            expected = score_explanation(expected_map, explanation.case.images, explanation.case.ground_truth)
+        assert_rows_equal(score_tables.table_rows(live.table), score_rows(expected, live.dice))
+        for got, want in zip(live.scores.to_rows(), expected.to_rows(), strict=True):
+            for key, value in want.items():
+                assert got[key] == (value if isinstance(value, str) or value is None
+                                    else pytest.approx(value, rel=1e-5, abs=1e-6)), key
+    headless_mrml.blend_view(logics[0])
+    live.flush()
+    for channel, modality in enumerate(MODALITIES):
+        np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps[modality]),
+                                      expected_map.normalised[channel])
+
+
+def test_observe_flushes_on_save_and_writes_slices_shown_after_a_scroll(mrml, live, explanation):
+    k = int(np.argmax(live.references.ground_truth.sum(axis=(1, 2))))
+    logics = shown_slice(mrml, live, k)
+    observations = live_module.observe(live)
+    band = AmplitudeFilter.pass_band(0.2)
+    expected = filter_map(explanation.relevance, band).normalised
+    live.apply(band)
+    assert live.stale
+    tmax = scene_nodes.array_from_node(live.heatmaps["Tmax"])
+    below = k - 1 if k > 0 else k + 1
+    assert not np.array_equal(tmax[below], expected[MODALITIES.index("Tmax")][below])
+    centre = scene_nodes.ijk_to_ras(live.geometry) @ np.array([0.0, 0.0, below, 1.0])
+    for logic in logics:  # the user scrolls to the next slice: it is written when the view moves
+        logic.GetSliceNode().JumpSliceByOffsetting(*centre[:3])
+    np.testing.assert_array_equal(tmax[below], expected[MODALITIES.index("Tmax")][below])
+    assert live.stale
+    mrml.scene.InvokeEvent(mrml.scene.StartSaveEvent)
+    assert not live.stale
+    np.testing.assert_array_equal(tmax, expected[MODALITIES.index("Tmax")])
+    live_module.unobserve(observations)
+    live.apply(AmplitudeFilter.clamp_band(0.3))
+    mrml.scene.InvokeEvent(mrml.scene.StartSaveEvent)
+    assert live.stale  # no longer observed

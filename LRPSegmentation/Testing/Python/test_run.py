@@ -119,6 +119,7 @@ def test_final_map_result_is_imported_and_filtered_live(env, replays, tmp_path):
     raw = read_relevance(replays["raw"])
     np.testing.assert_array_equal(live.relevance, raw)
     assert controller.show_filter("clamp", 0.2) is True
+    live.flush()  # the slider path writes the voxels on screen at once, the rest here
     expected = filter_map(raw, AmplitudeFilter.clamp_band(0.2))
     for channel, modality in enumerate(MODALITIES):
         np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps[modality]),
@@ -139,6 +140,7 @@ def test_in_chain_band_is_computed_once_then_served_from_the_cache(env, replays,
     assert status.state is RunState.DONE and controller.live.layer_bands == (BAND,)
     band = filter_map(read_relevance(replays["band"]), None)
     assert not np.allclose(band.normalised, filter_map(read_relevance(replays["raw"]), None).normalised)
+    controller.live.flush()
     voxels = scene_nodes.array_from_node(controller.live.heatmaps["Tmax"])
     np.testing.assert_array_equal(voxels, band.normalised[MODALITIES.index("Tmax")])
     assert controller.show_filter("clamp", 0.3, where="layers") is True and len(jobs.requests) == 2

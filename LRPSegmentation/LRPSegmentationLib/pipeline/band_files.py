@@ -1,0 +1,85 @@
+"""A grid of in-chain bands for one case: computed in batches, stored compactly, read back for the live slider.
+
+``bands.npz`` holds, per band, the relevance on the case's native grid divided by its per-channel max |R| as
+float16 (half the size of float32; the live slider normalises per channel anyway), with those maxima as float32,
+the band labels and the grid shape. ``bands.json`` records the settings and, per band, the scores computed from the
+float32 map before quantising.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from LRPSegmentationLib.analysis.filters import AmplitudeFilter
+from LRPSegmentationLib.analysis.scores import score_explanation
+from LRPSegmentationLib.data.caseio import Case
+from LRPSegmentationLib.lrp.bands import explain_bands
+from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
+from LRPSegmentationLib.net.preprocess import Interpolation, PreprocessSpec, prepare_input, to_native
+from LRPSegmentationLib.net.weights import LoadedModel
+from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, target_on_model_grid
+
+BANDS_FILE = "bands.npz"
+
+
+class BandFileError(ValueError):
+    """A bands file that cannot be read (missing, damaged, another grid)."""
+
+
+def explain_case_bands(case: Case, loaded: LoadedModel, settings: ExplainSettings,
+                       bands: Sequence[AmplitudeFilter], device: str | torch.device = "auto", batch_size: int = 4,
+                       notify: Callable[[str], None] | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, float]:
+    """(relevance (K, 6, D, H, W) float32 on the native grid, seconds) of ``case`` for each in-chain band."""
+    spec = PreprocessSpec.from_dict(loaded.info.preprocess)
+    x = prepare_input(case.images, spec)
+    target = target_on_model_grid(settings.target, case, spec)
+    started = time.perf_counter()
+
+    def run(target_device: torch.device) -> torch.Tensor:
+        return explain_bands(loaded.model.to(target_device), x.to(target_device), target.start_relevance, bands,
+                             settings.preset, taps=settings.taps, batch_size=batch_size, progress=progress)
+
+    relevance, _ = run_with_cpu_fallback(run, resolve_device(device), notify)
+    seconds = time.perf_counter() - started
+    native = np.stack([to_native(r.float().cpu(), case.geometry.shape, Interpolation.LINEAR) for r in relevance])
+    return native.astype(np.float32), seconds
+
+
+def band_scores(relevance: np.ndarray, case: Case) -> list[dict]:
+    """The scores of each band's (unfiltered) map, from float32, as JSON-ready dicts."""
+    return [score_explanation(r, case.images, case.ground_truth).to_dict() for r in relevance]
+
+
+def write_bands(path: Path | str, bands: Sequence[AmplitudeFilter], relevance: np.ndarray) -> Path:
+    """Write ``relevance`` (K, C, D, H, W) of ``bands`` as normalised float16 with float32 per-channel maxima."""
+    relevance = np.asarray(relevance, dtype=np.float32)
+    if relevance.ndim != 5 or relevance.shape[0] != len(bands):
+        raise BandFileError(f"{len(bands)} bands need relevance shaped (K, C, D, H, W), got {relevance.shape}.")
+    peak = np.abs(relevance).reshape(*relevance.shape[:2], -1).max(axis=2).astype(np.float32)
+    safe = np.where(peak > 0, peak, 1.0).astype(np.float32)
+    quantised = (relevance / safe[:, :, None, None, None]).astype(np.float16)
+    path = Path(path)
+    np.savez_compressed(path, normalised=quantised, peak=peak, labels=np.array([b.label for b in bands]))
+    return path
+
+
+def read_bands(path: Path | str, shape: Sequence[int] | None = None) -> dict[AmplitudeFilter, np.ndarray]:
+    """The bands of a file written by :func:`write_bands`: band -> relevance (C, D, H, W) float32."""
+    path = Path(path)
+    if not path.is_file():
+        raise BandFileError(f"{path}: no such bands file; run 'lrpseg bands' first.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            normalised, peak, labels = data["normalised"], data["peak"], [str(v) for v in data["labels"]]
+    except (OSError, KeyError, ValueError) as error:
+        raise BandFileError(f"{path}: not a bands file ({error}); run 'lrpseg bands' again.") from None
+    if shape is not None and tuple(normalised.shape[2:]) != tuple(shape):
+        raise BandFileError(f"{path}: bands on grid {normalised.shape[2:]}, the case is {tuple(shape)}; run again.")
+    return {AmplitudeFilter.parse(label): normalised[k].astype(np.float32) * peak[k][:, None, None, None]
+            for k, label in enumerate(labels)}
