@@ -141,7 +141,7 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneEndImport(self, caller, event) -> None:
         with slicer.util.tryWithErrorDisplay(_("Restoring the saved explanation failed.")):
-            self.logic.restoreFromScene() and self.initializeParameterNode()
+            self.logic.restoreFromScene() and self.initializeParameterNode()  # heatmaps, table, a working slider
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -176,6 +176,8 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtons()
         with slicer.util.tryWithErrorDisplay(_("Updating the explanation failed.")):
             self.logic.update(p, change)
+        if change & panel.Change.FILTER:  # the slider writes the slices on screen; the rest once it rests
+            qt.QTimer.singleShot(300, self.logic.flushWhenIdle)
         if self.logic.running and not self._timer.isActive():
             self._timer.start(100)  # an in-chain band the slider asked for is computed in the background
         self.showResult()
@@ -184,8 +186,8 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p, running = self._parameterNode, self.logic.running
         problems = run.input_problems(panel.input_volumes(p))
         self.ui.applyButton.enabled = not problems and not running
-        self.ui.applyButton.toolTip = _("Segment and explain.") if not problems else _(
-            "Select a volume of its own for: {modalities}").format(modalities=", ".join(problems))
+        self.ui.applyButton.toolTip = _("Select a volume of its own for: {m}").format(m=", ".join(problems)) \
+            if problems else _("Segment and explain.")
         self.ui.cancelButton.enabled = running
         self.ui.alphaSlider.enabled = p.filterKind != "none"
         self.ui.alphaLowSlider.enabled = p.useAlphaLow and p.filterKind != "none"
@@ -213,7 +215,6 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._timer.start(100)
 
     def onPoll(self) -> None:
-        """Timer slot while a job runs: progress, then the result (or the one-line reason it failed)."""
         status = self.logic.poll()
         self.ui.progressBar.value = int(100 * (status.fraction or 0.0))
         self.ui.statusLabel.text = f"{status.stage}: {status.message}" if status.running else status.message
@@ -228,8 +229,7 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.showResult()
 
     def onExportScores(self) -> None:
-        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export scores"), "lrp_scores.csv",
-                                              "CSV (*.csv)")
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export scores"), "scores.csv", "CSV (*.csv)")
         if path:
             with slicer.util.tryWithErrorDisplay(_("Export failed.")):
                 self.logic.exportScores(path)

@@ -7,12 +7,13 @@ as in Slicer's console API; the scene, the work folder, the job factory and the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from LRPSegmentationLib import options
-from LRPSegmentationLib.mrml import case, job, panel, run, tables
+from LRPSegmentationLib.mrml import case, job, live, panel, run, tables
 
 
 class ExplanationSession:
@@ -27,6 +28,8 @@ class ExplanationSession:
                  idle: Callable[[], None] | None = None, keep_runs: int = 0) -> None:
         self.scene, self.work_folder, self.idle = scene, Path(work_folder), idle
         self.controller = run.RunController(scene, self.work_folder / "runs", jobs, keep_runs)
+        self._watched: tuple[Any, list] | None = None  # the live view whose lazy voxels follow scene events
+        self._filtered_at = 0.0
 
     @property
     def live(self):
@@ -77,7 +80,10 @@ class ExplanationSession:
 
     def poll(self) -> run.RunStatus:
         """Progress of the running job; imports its result once it ended."""
-        return self.controller.poll()
+        status = self.controller.poll()
+        if self._watched is not None and self._watched[0] is not self.live:
+            self._watch(None)  # a new result replaced the one shown: the old view must stop writing voxels
+        return status
 
     def cancel(self) -> None:
         """Stop the running job and its whole process tree (returns at once)."""
@@ -104,6 +110,7 @@ class ExplanationSession:
             return
         if change & panel.Change.FILTER:
             self.controller.show_filter(*panel.filter_band(parameters))
+            self._filtered_at = time.monotonic()
         if change & panel.Change.DISPLAY:
             self.showViews(parameters.singleView, parameters.viewModality, parameters.opacity,
                            parameters.showOutlines)
@@ -118,6 +125,22 @@ class ExplanationSession:
         """The linked 2x3 layout (or one view of ``modality``) with each heatmap over its modality."""
         if self.live is not None:
             self.live.show(singleView, modality, opacity, showOutlines)
+            self._watch(self.live)
+
+    def _watch(self, shown) -> None:
+        """Observe the scene for the live view shown (flush before a save, write slices a scroll reveals)."""
+        if self._watched is not None and self._watched[0] is not shown:
+            live.unobserve(self._watched[1])
+            self._watched = None
+        if shown is not None and self._watched is None:
+            self._watched = (shown, live.observe(shown))
+
+    def flushWhenIdle(self, idleSeconds: float = 0.25) -> bool:
+        """Write the whole filtered map (the slider writes only the slices on screen) once it rested a moment."""
+        if self.live is None or time.monotonic() - self._filtered_at < idleSeconds:
+            return False
+        self.live.flush()
+        return True
 
     def exportScores(self, path) -> None:
         """Write the scores table as CSV (the table node itself keeps saving with the scene)."""
@@ -131,4 +154,5 @@ class ExplanationSession:
     def closeScene(self) -> None:
         """Before the scene is cleared: stop the job and forget the result (its nodes go with the scene)."""
         self.controller.cancel()
+        self._watch(None)
         self.controller.live = self.controller.result_inputs = self.controller.result_settings = None

@@ -109,7 +109,8 @@ def test_logic_end_to_end_with_a_real_child_process(module, env, tmp_path):
     p.filterKind, p.alpha = "clamp", 0.05
     logic.update(p, panel.Change.FILTER)
     assert not np.array_equal(plain, blended(env, live, tmax_view))  # the view shows the clamped heatmap
-    live.flush()  # the slider path wrote the slices on screen; the rest follows on flush
+    assert live.stale and not logic.flushWhenIdle(idleSeconds=60)  # the slider is still moving
+    assert logic.flushWhenIdle(idleSeconds=0) and not live.stale  # at rest, the whole map is written
     expected = filter_map(live.relevance, AmplitudeFilter.clamp_band(0.05))
     for channel, modality in enumerate(MODALITIES):
         np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps[modality]),
