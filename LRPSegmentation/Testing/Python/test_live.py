@@ -57,7 +57,8 @@ def expected_rows(explanation, filt, dice):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EmptyMaskWarning)
         scores = score_explanation(filter_map(explanation.relevance, filt), explanation.case.images,
-                                   explanation.case.ground_truth)
+                                   explanation.case.ground_truth,
+                                   output_relevance_sum=explanation.start_relevance_sum)
     return score_rows(scores, dice)
 
 
@@ -156,7 +157,8 @@ def test_layer_results_are_cached_per_band(live, explanation):
     expected = filter_map(chained, None)
     np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps["MTT"]), expected.normalised[1])
     assert live.where == "layers" and scores.filter == "none"
-    reference = score_explanation(expected, explanation.case.images, explanation.case.ground_truth)
+    reference = score_explanation(expected, explanation.case.images, explanation.case.ground_truth,
+                                  output_relevance_sum=explanation.start_relevance_sum)
     assert_rows_equal(score_tables.table_rows(live.table), score_rows(reference, live.dice))
     live.max_layer_results = 2
     for high in (0.3, 0.4):
@@ -191,3 +193,30 @@ def test_bad_shapes_are_rejected(mrml, explanation):
     assert live.dice is None and live.segmentation is None
     with pytest.raises(LiveError, match="does not match"):
         live.add_layer_result("pass:0.2", explanation.relevance[:, :2])
+
+
+def test_conservation_agrees_everywhere_it_is_shown(mrml, synthetic_case_dir, tiny_model_file, tmp_path, capsys):
+    """The case (8, 32, 32) is explained on the model grid (8, 16, 16): the native maps keep the model grid's sum,
+    so scores.json, scores.csv, provenance.json, the CLI line and the Slicer table show one conservation."""
+    import csv
+    import json
+    import re
+
+    out = tmp_path / "out"
+    assert cli_main(["explain", str(synthetic_case_dir), "--model", str(tiny_model_file), "--out", str(out),
+                     "--device", "cpu", "--progress", "json", "--target", "probability", "--filter", "clamp",
+                     "--alpha", "0.2"]) == 0
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    shown = float(re.search(r"conservation (-?[0-9.]+)", done["message"]).group(1))
+    provenance = json.loads((out / "provenance.json").read_text())
+    expected = provenance["conservation"]
+    assert json.loads((out / "scores.json").read_text())["conservation"] == pytest.approx(expected, rel=1e-4)
+    with open(out / "scores.csv") as stream:
+        assert {round(float(row["conservation"]) / expected, 4) for row in csv.DictReader(stream)} == {1.0}
+    assert shown == pytest.approx(expected, abs=5e-4)
+    nodes = case_nodes.load_case_folder(mrml.scene, synthetic_case_dir)
+    live = LiveExplanation.from_run_folder(mrml.scene, out, synthetic_case_dir, nodes.volumes)
+    live.apply(AmplitudeFilter.clamp_band(0.2))
+    assert {round(row["Conservation"] / expected, 4) for row in live.rows} == {1.0}
+    relevance = np.stack([np.asarray(live.relevance[c], np.float64) for c in range(6)])
+    assert relevance.sum() / provenance["start_relevance_sum"] == pytest.approx(expected, rel=1e-4)
