@@ -154,7 +154,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         out.json("provenance.json", {**result.provenance, "in_chain_removed_fraction": result.tap_removed,
                                      "final_map": filtered.describe()})
         save_preview(out.path("preview.png"), case.images, filtered.normalised, prediction=result.prediction.mask,
-                     ground_truth=case.ground_truth, spacing=case.geometry.spacing,
+                     ground_truth=case.ground_truth, geometry=case.geometry,
                      title=f"{case.case_id}: {settings.preset}, {settings.filter.label} ({settings.where.value})")
     total = scores.total
     dice = "no ground truth" if result.prediction.dice is None else f"Dice {result.prediction.dice:.3f}"
