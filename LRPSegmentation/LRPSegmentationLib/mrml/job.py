@@ -77,6 +77,57 @@ class ExplainRequest:
         return cls(run / "case", run / "out", **options)
 
 
+CHECK_PARTS = ("randomisation", "random_logit", "flipping", "ablation", "localisation")
+"""The parts of ``lrpseg check`` (pipeline.check.PARTS; not imported: that module imports torch)."""
+
+
+@dataclass(frozen=True)
+class CheckRequest:
+    """One ``lrpseg check`` run ("Check this explanation"): the explanation's case, model, rule, target and filter,
+    the parts to run and optionally the methods; writes check.json, check.csv and plots/ into ``out_dir``."""
+
+    case_dir: Path
+    out_dir: Path
+    model: Path | None = None
+    device: str = "auto"
+    rule: str = "epsilon"
+    target: str = "lesion-logits"
+    filter: str = "none"
+    alpha: float = 1.0
+    alpha_low: float = 0.0
+    parts: tuple[str, ...] = CHECK_PARTS
+    methods: tuple[str, ...] = ()
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        if self.filter not in FILTER_KINDS:
+            raise JobError(f"filter {self.filter!r}: use one of {', '.join(FILTER_KINDS)}.")
+        if not 0.0 <= self.alpha_low <= self.alpha <= 1.0:
+            raise JobError(f"alpha band [{self.alpha_low}, {self.alpha}] is invalid: need 0 <= a1 <= alpha <= 1.")
+        unknown = sorted(set(self.parts) - set(CHECK_PARTS))
+        if unknown:
+            raise JobError(f"check parts {unknown}: use {', '.join(CHECK_PARTS)}.")
+
+    def arguments(self) -> list[str]:
+        """The ``check`` sub-command and its options (progress as JSON lines; parts not asked for switched off)."""
+        args = ["check", str(self.case_dir), "--out", str(self.out_dir), "--device", self.device,
+                "--rule", self.rule, "--target", self.target, "--filter", self.filter,
+                "--alpha", repr(float(self.alpha)), "--alpha-low", repr(float(self.alpha_low)), "--progress", "json"]
+        if self.model is not None:
+            args[2:2] = ["--model", str(self.model)]
+        args += [f"--no-{part.replace('_', '-')}" for part in CHECK_PARTS if part not in self.parts]
+        args += [] if self.plots else ["--no-plots"]
+        args += ["--methods", ",".join(self.methods)] if self.methods else []
+        return args
+
+    def command(self, python: str | None = None) -> list[str]:
+        return [python or sys.executable, "-m", "LRPSegmentationLib.pipeline.cli", *self.arguments()]
+
+    @property
+    def check_file(self) -> Path:
+        return Path(self.out_dir) / "check.json"
+
+
 @dataclass(frozen=True)
 class ProgressEvent:
     """One progress line of the child: ``fraction`` is None for notes (e.g. a CPU fallback message)."""
@@ -238,9 +289,11 @@ def python_executable() -> str:
     return sys.executable
 
 
-def start_explain(request: ExplainRequest, library_parent: Path | str, python: str | None = None) -> ChildJob:
-    """Start ``lrpseg explain`` for ``request`` in a child process that imports LRPSegmentationLib from
-    ``library_parent`` (the Slicer module folder); non-blocking: poll or wait on the returned job."""
+def start_explain(request: ExplainRequest | CheckRequest, library_parent: Path | str,
+                  python: str | None = None) -> ChildJob:
+    """Start ``lrpseg explain`` (or ``check``, for a :class:`CheckRequest`) for ``request`` in a child process that
+    imports LRPSegmentationLib from ``library_parent`` (the Slicer module folder); non-blocking: poll or wait on the
+    returned job, cancel with :meth:`ChildJob.cancel`."""
     command = request.command(python or python_executable())
     return ChildJob(command, cwd=library_parent, env=child_environment(library_parent)).start()
 

@@ -164,6 +164,46 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Sanity checks, faithfulness and baselines for one case (see :mod:`LRPSegmentationLib.pipeline.check`)."""
+    from LRPSegmentationLib.analysis.filters import AmplitudeFilter
+    from LRPSegmentationLib.data.caseio import load_case
+    from LRPSegmentationLib.net.preprocess import PreprocessSpec
+    from LRPSegmentationLib.net.weights import load_model
+    from LRPSegmentationLib.pipeline.check import PAPER_FILTER, PARTS, CheckOptions, run_check
+    from LRPSegmentationLib.pipeline.check_report import check_rows, plot_check
+    from LRPSegmentationLib.pipeline.outputs import ResultWriter
+
+    progress = Progress(args.progress)
+    progress("load", 0.0, f"reading {args.case}")
+    case = load_case(args.case)
+    settings = explain_settings(args, case)
+    loaded = load_model(args.model)
+    filt = settings.filter if args.filter != "none" else PAPER_FILTER
+    parts = tuple(part for part in PARTS if getattr(args, part))
+    import re
+
+    methods = tuple(m.strip() for m in re.split(r",(?![^\[]*\])", args.methods) if m.strip()) if args.methods else None
+    if loaded.model.training:
+        loaded.model.eval()
+    options = CheckOptions(preset=settings.preset, filter=AmplitudeFilter.parse(filt), target=settings.target,
+                           methods=methods, parts=parts, independent=args.independent, depths=args.depths,
+                           randomise_all=args.randomise_all, seed=args.seed)
+    result = run_check(case, loaded.model.cpu(), PreprocessSpec.from_dict(loaded.info.preprocess), options,
+                       progress=progress)
+    with ResultWriter(args.out, overwrite=args.overwrite) as out:
+        out.json("check.json", result.to_json())
+        write_csv(out.path("check.csv"), check_rows(result))
+        if args.plots:
+            plot_check(result, out.path("plots"))
+    for name, entry in result.methods.items():
+        flip, rand = entry.flipping, entry.randomisation["spearman"]
+        morf = "-" if flip["morf_aopc"] is None else f"{flip['morf_aopc']:.3f} (random {flip['random_aopc']:.3f})"
+        print(f"{name}: randomised similarity {rand[-1]:.2f}" if rand else f"{name}: not randomised", "| MoRF AOPC",
+              morf, "| share vs ablation rho", result.share_vs_ablation_spearman.get(name), file=sys.stderr)
+    return 0
+
+
 def write_csv(path: Path, rows: list[dict]) -> Path:
     """Rows of dicts as CSV with the union of their keys as columns (first-seen order)."""
     import csv
@@ -344,6 +384,24 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--filters", default="paper",
                        help="'paper' (none + the paper's pass and clamp grids) or e.g. 'pass:0.2;clamp:0.1'")
     add_explain_options(sweep, with_filter=False)
+
+    check = add("check", cmd_check, "how far to trust the explanation of one case: randomisation, random logit, "
+                                    "region perturbation, modality ablation and baseline methods")
+    check.add_argument("case", help="ISLES case folder, or a folder of ADC/MTT/rCBF/rCBV/Tmax/TTP files")
+    common(check, "folder for check.json, check.csv and plots/")
+    add_explain_options(check)
+    check.add_argument("--methods", help="comma-separated methods (default: lrp-<rule>, lrp-<rule>+<filter, default "
+                                         "clamp[0,0.2]>, lrp-zplus, gradient, input-x-gradient, "
+                                         "integrated-gradients, smoothgrad, occlusion, grad-cam)")
+    for part in ("randomisation", "random_logit", "flipping", "ablation", "localisation", "plots"):
+        check.add_argument(f"--{part.replace('_', '-')}", dest=part, action=argparse.BooleanOptionalAction,
+                           default=True, help=f"run the {part.replace('_', ' ')} part (default: on)")
+    check.add_argument("--independent", action="store_true",
+                       help="randomise one block at a time instead of cascading from the head down")
+    check.add_argument("--depths", type=int, default=4, help="randomisation depths evaluated (last: whole network)")
+    check.add_argument("--randomise-all", action="store_true",
+                       help="also randomise integrated gradients, SmoothGrad and occlusion (slow)")
+    check.add_argument("--seed", type=int, default=0)
 
     evaluate = add("evaluate", cmd_evaluate, "Dice of a model on case folders and/or fresh synthetic cases")
     evaluate.add_argument("cases", nargs="*", help="case folders, or folders of case folders")
