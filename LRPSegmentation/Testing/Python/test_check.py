@@ -90,6 +90,30 @@ def test_most_relevant_first_removes_more_score_than_random_for_a_linear_model(c
         assert entry.curves["morf"][0] == entry.curves["random"][0]
 
 
+def test_baseline_methods_give_the_known_answer_on_a_linear_model():
+    from LRPSegmentationLib.net import attribution
+
+    model = Linear().eval()
+    x = torch.rand(1, 6, 4, 8, 8)
+    weights = torch.zeros(1, 2, 4, 8, 8)
+    weights[:, 1] = 1.0
+    target = attribution.ScalarTarget(model, weights)
+    w = torch.arange(1.0, 7.0).view(1, 6, 1, 1, 1).expand_as(x)
+    torch.testing.assert_close(attribution.gradient(target, x), w)
+    torch.testing.assert_close(attribution.integrated_gradients(target, x, steps=3), x * w)
+    torch.testing.assert_close(attribution.smoothgrad(target, x, samples=5), w)
+    fill = torch.zeros(6)
+    region = np.zeros((4, 8, 8), bool)
+    region[1, 2, 3] = True
+    occluded = attribution.occlusion(target, x, fill, region, patch=(2, 4, 4), margin=1)
+    expected = torch.zeros_like(x)
+    for c in range(6):  # patches tile the region's box grown by the margin, [0:3, 1:4, 2:5], cut to it
+        for depth in (slice(0, 2), slice(2, 3)):
+            box = (0, c, depth, slice(1, 4), slice(2, 5))
+            expected[box] = (w * x)[box].sum() / (w * x)[box].numel()
+    torch.testing.assert_close(occluded, expected, rtol=1e-3, atol=1e-4)  # drops of float32 sums
+
+
 LAYOUT_METHOD = {"randomisation": {"layers", "spearman", "ssim"}, "random_logit": {"spearman"},
                  "flipping": {"morf_aopc", "lerf_aopc", "random_aopc"},
                  "localisation": {"gt_inclusivity", "mass_accuracy", "pointing_game"}}
