@@ -252,10 +252,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     filters = (default_filters() if args.filters == "paper"
                else tuple(AmplitudeFilter.parse(spec) for spec in args.filters.split(";")))
     settings = explain_settings(args, cases[0])
-    rows = sweep_rows(cases, models, filters, settings, args.device, progress=lambda f, m: progress("sweep", f, m),
-                      lrp_threshold=args.lrp_threshold, input_threshold=args.input_threshold, smoothing=args.smoothing)
-    chosen = sweet_spot(rows)
     with ResultWriter(args.out, overwrite=args.overwrite) as out:
+        rows = sweep_rows(cases, models, filters, settings, args.device,
+                          progress=lambda f, m: progress("sweep", f, m), example_dir=out.path("plots") / "examples",
+                          lrp_threshold=args.lrp_threshold, input_threshold=args.input_threshold,
+                          smoothing=args.smoothing)
+        chosen = sweet_spot(rows)
         write_csv(out.path("sweep.csv"), rows)
         plot_sweep(rows, out.path("plots"))
         out.json("sweet_spot.json", {"criterion": SWEET_SPOT_CRITERION, "where": settings.where.value,
