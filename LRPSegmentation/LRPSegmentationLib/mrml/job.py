@@ -127,6 +127,15 @@ class CheckRequest:
     def check_file(self) -> Path:
         return Path(self.out_dir) / "check.json"
 
+    @classmethod
+    def for_explanation(cls, request: ExplainRequest, **options) -> CheckRequest:
+        """The check of a finished explain run: same case folder, model, device, rule, target and filter; results
+        in ``check`` next to the run's ``out`` folder (``options`` override any field)."""
+        values = {"case_dir": request.case_dir, "out_dir": Path(request.out_dir).parent / "check",
+                  "model": request.model, "device": request.device, "rule": request.rule, "target": request.target,
+                  "filter": request.filter, "alpha": request.alpha, "alpha_low": request.alpha_low}
+        return cls(**{**values, **options})
+
 
 @dataclass(frozen=True)
 class ProgressEvent:

@@ -175,6 +175,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from LRPSegmentationLib.pipeline.outputs import ResultWriter
 
     progress = Progress(args.progress)
+    if args.device not in ("auto", "cpu"):
+        progress.note(f"lrpseg check runs on the CPU (--device {args.device} is not used)")
     progress("load", 0.0, f"reading {args.case}")
     case = load_case(args.case)
     settings = explain_settings(args, case)

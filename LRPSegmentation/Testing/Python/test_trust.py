@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from LRPSegmentationLib.analysis.trust import CheckFileError, read_check, trust_headline, trust_rows
-from LRPSegmentationLib.mrml.job import CheckRequest, JobError
+from LRPSegmentationLib.mrml.job import CheckRequest, ExplainRequest, JobError
 from LRPSegmentationLib.pipeline.cli import build_parser
 
 MODULE_DIR = Path(__file__).resolve().parents[2]
@@ -60,6 +60,11 @@ def test_check_request_is_a_command_line_the_cli_accepts(tmp_path):
     assert args.rule == "epsilon-zb" and args.filter == "clamp" and args.alpha == 0.2
     assert args.methods == "lrp-epsilon-zb,gradient" and request.check_file == tmp_path / "out" / "check.json"
     assert request.command("python")[:3] == ["python", "-m", "LRPSegmentationLib.pipeline.cli"]
+    explained = ExplainRequest(tmp_path / "run" / "case", tmp_path / "run" / "out", rule="zplus", filter="pass",
+                               alpha=0.3)
+    check = CheckRequest.for_explanation(explained, parts=("ablation",))
+    assert (check.case_dir, check.out_dir, check.rule, check.filter, check.alpha, check.parts) == (
+        explained.case_dir, tmp_path / "run" / "check", "zplus", "pass", 0.3, ("ablation",))
     with pytest.raises(JobError, match="check parts"):
         CheckRequest(tmp_path, tmp_path, parts=("speed",))
 
