@@ -73,7 +73,7 @@ def smoothgrad(target: ScalarTarget, x: torch.Tensor, samples: int = 8, sigma: f
 
 
 def occlusion(target: ScalarTarget, x: torch.Tensor, fill: torch.Tensor, region: np.ndarray,
-              patch: tuple[int, int, int] = (8, 24, 24), margin: int = 4, chunk: int = 4) -> torch.Tensor:
+              patch: tuple[int, int, int] = (8, 32, 32), margin: int = 0, chunk: int = 4) -> torch.Tensor:
     """Score drop per (channel, patch) spread evenly over the patch; ``fill`` (C,) the replacement per channel,
     ``region`` a (D, H, W) bool mask: only patches within its bounding box grown by ``margin`` are occluded."""
     _, channels, *shape = x.shape

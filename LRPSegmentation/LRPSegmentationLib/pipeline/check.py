@@ -6,8 +6,10 @@ method explains the same number:
 
 - model-parameter randomisation (Adebayo et al. 2018): the blocks of the network are re-drawn from the head down
   to the first layer (cascading, or one at a time with ``independent``), and each map is compared with the
-  original per modality on brain voxels (Spearman of |R|, SSIM of |R|); a method that explains the model must
-  lose its similarity;
+  original per modality on brain voxels (Spearman of |R|, SSIM of |R|; signed Spearman in the detail rows); a
+  method that explains the model must lose its similarity. ``null_spearman`` is the floor of the test: the
+  similarity of two independent full re-draws, which a target confined to a lesion keeps high for any method
+  whose map decays with the distance from the target;
 - random logit: the same score on another class (the background for two classes);
 - region perturbation (Samek et al. 2017) with ROAD-style in-distribution replacement (Rong et al. 2022): the
   most relevant (MoRF), least relevant (LeRF) or random brain voxels of each modality are replaced by the local
@@ -78,11 +80,11 @@ class CheckOptions:
     methods: tuple[str, ...] | None = None
     parts: tuple[str, ...] = PARTS
     independent: bool = False
-    depths: int = 4
+    depths: int = 3
     randomise_all: bool = False
     fractions: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
-    ig_steps: int = 8
-    smoothgrad_samples: int = 8
+    ig_steps: int = 6
+    smoothgrad_samples: int = 6
     cam_layer: str | None = None
     seed: int = 0
 
@@ -332,8 +334,18 @@ def run_check(case: Case, model: nn.Module, preprocess: PreprocessSpec, options:
                 entry["layers"].append(blocks[stop][0])
                 entry["spearman"].append(float(np.mean(rho)))
                 entry["ssim"].append(float(np.mean(structural)))
+                signed = [spearman(a[brain_voxels], b[brain_voxels]) for a, b in zip(maps[name], other[name])]
                 results[name].per_modality.append({"part": "randomisation", "step": blocks[stop][0],
-                                                   "spearman": rho, "ssim": structural})
+                                                   "spearman": rho, "ssim": structural, "spearman_signed": signed})
+            last = other
+        # the floor: two independent full re-draws compared with each other (what architecture and target alone give)
+        redrawn = copy.deepcopy(model)
+        for _, parameters in parameter_blocks(redrawn, x):
+            randomise(parameters, generator)
+        floor = MapMaker(redrawn, x, weights, options, fill, region).maps(cheap, seconds)
+        for name in cheap:
+            rho, _ = similarity(last[name], floor[name], brain_voxels)
+            results[name].randomisation["null_spearman"] = float(np.mean(rho))
         parts["randomisation"] = time.perf_counter() - clock
 
     if "random_logit" in options.parts:

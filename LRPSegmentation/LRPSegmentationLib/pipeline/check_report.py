@@ -22,12 +22,15 @@ def check_rows(result: CheckResult) -> list[dict[str, Any]]:
     names = MODALITIES
     for method, entry in result.methods.items():
         for detail in entry.per_modality:
-            for metric in ("spearman", "ssim"):
-                for modality, value in zip(names, detail[metric]):
+            for metric in ("spearman", "ssim", "spearman_signed"):
+                for modality, value in zip(names, detail.get(metric, ())):
                     add(method, detail["part"], detail["step"], modality, metric, value)
         for layer, rho, structural in zip(*(entry.randomisation[k] for k in ("layers", "spearman", "ssim"))):
             add(method, "randomisation", layer, "all", "spearman", rho)
             add(method, "randomisation", layer, "all", "ssim", structural)
+        if "null_spearman" in entry.randomisation:
+            add(method, "randomisation", "two independent re-draws", "all", "spearman",
+                entry.randomisation["null_spearman"])
         add(method, "random_logit", "", "all", "spearman", entry.random_logit["spearman"])
         for order, curve in entry.curves.items():
             for fraction, value in zip((0.0, *result.fractions), curve):
@@ -43,6 +46,8 @@ def check_rows(result: CheckResult) -> list[dict[str, Any]]:
         add(method, "time", "", "all", "seconds", round(entry.seconds, 3))
     for modality, value in result.modality_ablation.items():
         add("", "ablation", "", modality, "relative_score_drop", value)
+    for part, seconds in result.part_seconds.items():
+        add("", "time", part, "all", "seconds", round(seconds, 3))
     return rows
 
 
@@ -64,9 +69,11 @@ def plot_check(result: CheckResult, out_dir: Path | str) -> list[Path]:
         figure, axes = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
         for name, entry in randomised.items():
             for axis, metric in zip(axes, ("spearman", "ssim")):
-                axis.plot(range(len(entry["layers"])), entry[metric], marker="o", label=name)
+                line, = axis.plot(range(len(entry["layers"])), entry[metric], marker="o", label=name)
+                if metric == "spearman" and "null_spearman" in entry:
+                    axis.axhline(entry["null_spearman"], color=line.get_color(), linestyle=":", linewidth=1)
         layers = next(iter(randomised.values()))["layers"]
-        for axis, title in zip(axes, ("Spearman rank correlation of |R| (brain voxels)", "SSIM of |R|")):
+        for axis, title in zip(axes, ("Spearman of |R| (brain voxels); dotted: two random networks", "SSIM of |R|")):
             axis.set_xticks(range(len(layers)), [f"to {layer}" for layer in layers], rotation=20)
             axis.axhline(0, color="grey", linewidth=0.5)
             axis.set_ylim(-0.2, 1.05)

@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
                            default=True, help=f"run the {part.replace('_', ' ')} part (default: on)")
     check.add_argument("--independent", action="store_true",
                        help="randomise one block at a time instead of cascading from the head down")
-    check.add_argument("--depths", type=int, default=4, help="randomisation depths evaluated (last: whole network)")
+    check.add_argument("--depths", type=int, default=3, help="randomisation depths evaluated (last: whole network)")
     check.add_argument("--randomise-all", action="store_true",
                        help="also randomise integrated gradients, SmoothGrad and occlusion (slow)")
     check.add_argument("--seed", type=int, default=0)

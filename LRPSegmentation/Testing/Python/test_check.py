@@ -114,7 +114,8 @@ def test_baseline_methods_give_the_known_answer_on_a_linear_model():
     torch.testing.assert_close(occluded, expected, rtol=1e-3, atol=1e-4)  # drops of float32 sums
 
 
-LAYOUT_METHOD = {"randomisation": {"layers", "spearman", "ssim"}, "random_logit": {"spearman"},
+# the layout, plus the floor of the randomisation test (null_spearman)
+LAYOUT_METHOD = {"randomisation": {"layers", "spearman", "ssim", "null_spearman"}, "random_logit": {"spearman"},
                  "flipping": {"morf_aopc", "lerf_aopc", "random_aopc"},
                  "localisation": {"gt_inclusivity", "mass_accuracy", "pointing_game"}}
 
@@ -143,5 +144,6 @@ def test_check_command_writes_the_documented_layout(synthetic_case_dir, tiny_mod
                  "--progress", "none", "--target", "probability", "--methods", "gradient", "--no-randomisation",
                  "--no-flipping", "--no-plots", "--no-random-logit"]) == 0
     entry = json.loads((skipped / "check.json").read_text())["methods"]["gradient"]
-    assert entry["randomisation"]["layers"] == [] and entry["flipping"]["morf_aopc"] is None
+    assert entry["randomisation"] == {"layers": [], "spearman": [], "ssim": []}
+    assert entry["flipping"]["morf_aopc"] is None
     assert not (skipped / "plots").exists()

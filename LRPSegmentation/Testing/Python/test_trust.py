@@ -16,8 +16,9 @@ from LRPSegmentationLib.pipeline.cli import build_parser
 MODULE_DIR = Path(__file__).resolve().parents[2]
 
 
-def method(spearman_full, morf, random, logit=0.1):
-    return {"randomisation": {"layers": ["head", "encoders.0"], "spearman": [0.9, spearman_full], "ssim": [0.8, 0.1]},
+def method(spearman_full, morf, random, logit=0.1, floor=0.2):
+    return {"randomisation": {"layers": ["head", "encoders.0"], "spearman": [0.9, spearman_full], "ssim": [0.8, 0.1],
+                              "null_spearman": floor},
             "random_logit": {"spearman": logit},
             "flipping": {"morf_aopc": morf, "lerf_aopc": -0.1, "random_aopc": random},
             "localisation": {"gt_inclusivity": 0.5, "mass_accuracy": 0.7, "pointing_game": 1.0}, "seconds": 1.0}
@@ -25,9 +26,9 @@ def method(spearman_full, morf, random, logit=0.1):
 
 REPORT = {"case": "c", "target": {"kind": "lesion-logits"},
           "methods": {"lrp-epsilon": method(0.12, 0.40, 0.05), "lrp-zplus": method(0.93, 0.20, 0.05),
-                      "gradient": method(0.05, 0.02, 0.05)},
+                      "gradient": method(0.05, 0.02, 0.05), "grad-cam": method(0.88, 0.01, 0.05, floor=0.86)},
           "modality_ablation": {"ADC": 0.3}, "share_vs_ablation_spearman": {"lrp-epsilon": 0.8, "lrp-zplus": 0.1,
-                                                                            "gradient": None}}
+                                                                            "gradient": None, "grad-cam": 0.0}}
 
 
 def test_trust_rows_say_pass_fail_faithfulness_and_rank(tmp_path):
@@ -35,12 +36,13 @@ def test_trust_rows_say_pass_fail_faithfulness_and_rank(tmp_path):
     rows = {row["Method"]: row for row in trust_rows(read_check(tmp_path))}
     assert [rows[m]["Randomisation"] for m in ("lrp-epsilon", "lrp-zplus", "gradient")] == ["passed", "failed",
                                                                                             "passed"]
+    assert rows["grad-cam"]["Randomisation"] == "passed"  # high, but no higher than two random networks share
     assert [rows[m]["Faithful"] for m in ("lrp-epsilon", "lrp-zplus", "gradient")] == ["yes", "yes", "no"]
-    assert [rows[m]["Faithfulness rank"] for m in ("lrp-epsilon", "lrp-zplus", "gradient")] == ["1 of 3", "2 of 3",
-                                                                                                "3 of 3"]
+    assert [rows[m]["Faithfulness rank"] for m in ("lrp-epsilon", "lrp-zplus", "gradient")] == ["1 of 4", "2 of 4",
+                                                                                                "3 of 4"]
     assert rows["gradient"]["Share vs ablation"] is None
     headline = trust_headline(REPORT)
-    assert headline.startswith("lrp-epsilon; randomisation passed (similarity 0.12") and "rank 1 of 3" in headline
+    assert headline.startswith("lrp-epsilon; randomisation passed (similarity 0.12") and "rank 1 of 4" in headline
     skipped = json.loads(json.dumps(REPORT))
     skipped["methods"]["lrp-epsilon"]["randomisation"] = {"layers": [], "spearman": [], "ssim": []}
     assert trust_rows(skipped)[0]["Randomisation"] == "not run"
