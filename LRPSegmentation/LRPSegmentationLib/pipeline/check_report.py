@@ -76,7 +76,7 @@ def plot_check(result: CheckResult, out_dir: Path | str) -> list[Path]:
         for axis, title in zip(axes, ("Spearman of |R| (brain voxels); dotted: two random networks", "SSIM of |R|")):
             axis.set_xticks(range(len(layers)), [f"to {layer}" for layer in layers], rotation=20)
             axis.axhline(0, color="grey", linewidth=0.5)
-            axis.set_ylim(-0.2, 1.05)
+            axis.set_ylim(-1.05, 1.05)
             axis.set_title(title)
             axis.set_xlabel("randomised from the head down to")
         axes[0].set_ylabel("similarity to the original map (mean over modalities)")
