@@ -28,6 +28,7 @@ from LRPSegmentationLib.analysis.scores import (
     ModalityScores,
     ReferenceMasks,
     _mean,
+    conservation,
     summed_map_scores,
 )
 from LRPSegmentationLib.data.modalities import MODALITIES
@@ -201,7 +202,7 @@ class BandIndex:
         return cls(source, references, tuple(channels))
 
     def score(self, filt: AmplitudeFilter | str | None = None, *, lrp_threshold: float = 0.5,
-              smoothing: float = 0.0) -> ExplanationScores:
+              smoothing: float = 0.0, output_relevance_sum: float | None = None) -> ExplanationScores:
         """The scores of ``source.filtered(filt)`` as :func:`score_explanation` gives them (without warnings), except
         the "all" row's mass accuracy, rank accuracy and pointing game, left None: see :func:`complete_total`."""
         filt = AmplitudeFilter.parse(filt)
@@ -273,7 +274,8 @@ class BandIndex:
         )
         return ExplanationScores(filter=filt.label, normalization=src.normalization.value,
                                  lrp_threshold=float(lrp_threshold), input_threshold=refs.input_threshold,
-                                 smoothing=float(smoothing), gt_voxels=gt_voxels, conservation=None,
+                                 smoothing=float(smoothing), gt_voxels=gt_voxels,
+                                 conservation=conservation(src.input_sum, output_relevance_sum),
                                  modalities=per_channel, total=total)
 
     def _rank(self, c: int, runs: tuple[_Run, ...], k: int, filt: AmplitudeFilter) -> float:

@@ -171,6 +171,13 @@ def summed_map_scores(flat: np.ndarray, scale: np.ndarray, index: np.ndarray,
     return mass, rank, pointing
 
 
+def conservation(input_sum, output_relevance_sum: float | None) -> float | None:
+    """Sum of the unfiltered map over the start relevance's sum (None without one; 0.0 when that sum is 0)."""
+    if output_relevance_sum is None:
+        return None
+    return 0.0 if output_relevance_sum == 0 else float(np.sum(input_sum)) / float(output_relevance_sum)
+
+
 def score_explanation(
     relevance: Any,
     images: Any,
@@ -304,13 +311,9 @@ def score_explanation(
     if has_gt:
         total_mass, total_rank, total_pointing = summed_map_scores(flat, scale, index, buffer)
 
-    conservation_value = None
-    if output_relevance_sum is not None:
-        if output_relevance_sum == 0:
-            empty.append("output relevance sums to zero")
-            conservation_value = 0.0
-        else:
-            conservation_value = float(np.sum(filtered.input_sum)) / float(output_relevance_sum)
+    if output_relevance_sum == 0:
+        empty.append("output relevance sums to zero")
+    conservation_value = conservation(filtered.input_sum, output_relevance_sum)
 
     total = ModalityScores(
         modality="all",

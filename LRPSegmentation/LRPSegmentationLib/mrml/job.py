@@ -38,9 +38,14 @@ class JobError(ValueError):
     """A job request that cannot be run; the message names the argument and what to do."""
 
 
+def _absolute(path: Path) -> str:
+    return str(Path(path).expanduser().resolve())  # the child runs in the library's folder
+
+
 @dataclass(frozen=True)
-class ExplainRequest:
-    """One ``lrpseg explain`` run: the case folder, the model, and how relevance is computed and filtered."""
+class ChildRequest:
+    """What every ``lrpseg`` child run of the module shares: the case folder, the output folder, the model, the
+    device, and how relevance is computed and filtered (names from :mod:`LRPSegmentationLib.options`)."""
 
     case_dir: Path
     out_dir: Path
@@ -51,34 +56,45 @@ class ExplainRequest:
     filter: str = options.FilterKind.NONE.value
     alpha: float = 1.0
     alpha_low: float = 0.0
-    where: str = options.FilterPlacement.OUTPUT.value
 
     def __post_init__(self) -> None:
-        for name, allowed in (("filter", options.values(options.FilterKind)),
-                              ("where", options.values(options.FilterPlacement)),
-                              ("rule", options.PRESET_NAMES), ("target", options.values(options.PANEL_TARGETS))):
+        for name, allowed in (("filter", options.values(options.FilterKind)), ("rule", options.PRESET_NAMES),
+                              ("target", options.values(options.PANEL_TARGETS))):
             if getattr(self, name) not in allowed:
                 raise JobError(f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}.")
         if not 0.0 <= self.alpha_low <= self.alpha <= 1.0:
             raise JobError(f"alpha band [{self.alpha_low}, {self.alpha}] is invalid: need 0 <= a1 <= alpha <= 1.")
 
-    def arguments(self) -> list[str]:
-        """The ``explain`` sub-command and its options (progress as JSON lines); paths absolute, since the child
-        runs in the library's folder."""
-        def absolute(path: Path) -> str:
-            return str(Path(path).expanduser().resolve())
-
-        args = ["explain", absolute(self.case_dir), "--out", absolute(self.out_dir), "--device", self.device,
+    def _arguments(self, command: str) -> list[str]:
+        args = [command, _absolute(self.case_dir), "--out", _absolute(self.out_dir), "--device", self.device,
                 "--rule", self.rule, "--target", self.target, "--filter", self.filter,
-                "--alpha", repr(float(self.alpha)), "--alpha-low", repr(float(self.alpha_low)),
-                "--where", self.where, "--progress", "json"]
+                "--alpha", repr(float(self.alpha)), "--alpha-low", repr(float(self.alpha_low)), "--progress", "json"]
         if self.model is not None:
-            args[2:2] = ["--model", absolute(self.model)]
+            args[2:2] = ["--model", _absolute(self.model)]
         return args
+
+    def arguments(self) -> list[str]:
+        raise NotImplementedError
 
     def command(self, python: str | None = None) -> list[str]:
         """Full command line running the CLI module with ``python`` (default: this interpreter)."""
         return [python or sys.executable, "-m", "LRPSegmentationLib.pipeline.cli", *self.arguments()]
+
+
+@dataclass(frozen=True)
+class ExplainRequest(ChildRequest):
+    """One ``lrpseg explain`` run; ``where`` places the filter on the final map or inside the chain."""
+
+    where: str = options.FilterPlacement.OUTPUT.value
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.where not in options.values(options.FilterPlacement):
+            raise JobError(f"where {self.where!r}: use one of {', '.join(options.values(options.FilterPlacement))}.")
+
+    def arguments(self) -> list[str]:
+        """The ``explain`` sub-command and its options (progress as JSON lines)."""
+        return [*self._arguments("explain"), "--where", self.where]
 
     @classmethod
     def in_new_run_folder(cls, work_folder: Path | str, **options) -> ExplainRequest:
@@ -86,6 +102,47 @@ class ExplainRequest:
         Path(work_folder).mkdir(parents=True, exist_ok=True)
         run = Path(tempfile.mkdtemp(prefix="run-", dir=work_folder))
         return cls(run / "case", run / "out", **options)
+
+
+CHECK_PARTS = ("randomisation", "random_logit", "flipping", "ablation", "localisation")
+"""The parts of ``lrpseg check`` (pipeline.check.PARTS; not imported: that module imports torch)."""
+
+
+@dataclass(frozen=True)
+class CheckRequest(ChildRequest):
+    """One ``lrpseg check`` run ("Check this explanation"): the explanation's case, model, rule, target and filter,
+    the parts to run and optionally the methods; writes check.json, check.csv and plots/ into ``out_dir``."""
+
+    parts: tuple[str, ...] = CHECK_PARTS
+    methods: tuple[str, ...] = ()
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = sorted(set(self.parts) - set(CHECK_PARTS))
+        if unknown:
+            raise JobError(f"check parts {unknown}: use {', '.join(CHECK_PARTS)}.")
+
+    def arguments(self) -> list[str]:
+        """The ``check`` sub-command and its options (progress as JSON lines; parts not asked for switched off)."""
+        args = self._arguments("check")
+        args += [f"--no-{part.replace('_', '-')}" for part in CHECK_PARTS if part not in self.parts]
+        args += [] if self.plots else ["--no-plots"]
+        args += ["--methods", ",".join(self.methods)] if self.methods else []
+        return args
+
+    @property
+    def check_file(self) -> Path:
+        return Path(self.out_dir) / "check.json"
+
+    @classmethod
+    def for_explanation(cls, request: ExplainRequest, **overrides) -> CheckRequest:
+        """The check of a finished explain run: same case folder, model, device, rule, target and filter; results
+        in ``check`` next to the run's ``out`` folder (``overrides`` replace any field)."""
+        values = {"case_dir": request.case_dir, "out_dir": Path(request.out_dir).parent / "check",
+                  "model": request.model, "device": request.device, "rule": request.rule, "target": request.target,
+                  "filter": request.filter, "alpha": request.alpha, "alpha_low": request.alpha_low}
+        return cls(**{**values, **overrides})
 
 
 @dataclass(frozen=True)
@@ -308,9 +365,11 @@ def python_executable() -> str:
     return sys.executable
 
 
-def start_explain(request: ExplainRequest, library_parent: Path | str, python: str | None = None) -> ChildJob:
-    """Start ``lrpseg explain`` for ``request`` in a child process that imports LRPSegmentationLib from
-    ``library_parent`` (the Slicer module folder); non-blocking: poll or wait on the returned job."""
+def start_explain(request: ExplainRequest | CheckRequest, library_parent: Path | str,
+                  python: str | None = None) -> ChildJob:
+    """Start ``lrpseg explain`` (or ``check``, for a :class:`CheckRequest`) for ``request`` in a child process that
+    imports LRPSegmentationLib from ``library_parent`` (the Slicer module folder); non-blocking: poll or wait on the
+    returned job, cancel with :meth:`ChildJob.cancel`."""
     command = request.command(python or python_executable())
     return ChildJob(command, cwd=library_parent, env=child_environment(library_parent)).start()
 

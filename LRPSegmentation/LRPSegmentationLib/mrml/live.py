@@ -53,7 +53,7 @@ SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("share", "Share"),
     ("abs_share", "|Share|"),
 )
-"""(score field, table column) of the side-panel table; "Retained" and "Dice" columns follow."""
+"""(score field, table column) of the side-panel table; "Retained", "Conservation" and "Dice" columns follow."""
 
 RAW_ROLE = "raw_relevance_"
 """Role prefix of the volume nodes keeping the raw map (``raw_relevance_ADC`` ...)."""
@@ -70,11 +70,16 @@ class LiveError(ValueError):
 
 
 def score_rows(scores: ExplanationScores, dice: float | None = None) -> list[dict[str, Any]]:
-    """The table rows of ``scores``: one per modality, then "all"; retained relevance = 1 - removed fraction."""
+    """The table rows of ``scores``: one per modality, then "all"; retained relevance = 1 - removed fraction.
+
+    Conservation (sum of the unfiltered input relevance over the start relevance; the same on the model and the
+    native grid) and Dice are whole-case values, repeated on every row as in ``scores.csv``.
+    """
     rows = []
     for row in (*scores.modalities, scores.total):
         values: dict[str, Any] = {label: getattr(row, key) for key, label in SCORE_COLUMNS}
         values["Retained"] = 1.0 - row.removed_fraction
+        values["Conservation"] = scores.conservation
         values["Dice"] = dice
         rows.append(values)
     return rows
@@ -141,6 +146,8 @@ class LiveExplanation:
     ``relevance`` is the raw final map (6, D, H, W) on the grid of ``images`` (the case's ADC grid) with
     ``geometry``; ``ground_truth`` and ``prediction`` are optional 0/1 masks on that grid. ``backgrounds`` are the
     modality volume nodes shown under the heatmaps (the user's nodes: only referenced, never modified);
+    ``output_relevance_sum`` (the start relevance's sum, ``start_relevance_sum`` in provenance.json) makes the
+    table show conservation;
     ``reference`` places the outputs next to it in the subject hierarchy (default: the ADC background).
     Re-creating it in the same scene reuses the module's output nodes (found by role), never duplicates them.
     """
@@ -149,7 +156,7 @@ class LiveExplanation:
                  ground_truth: np.ndarray | None = None, prediction: np.ndarray | None = None,
                  backgrounds: Mapping[str, Any] | None = None, reference=None,
                  normalization: RelevanceNormalization | str = RelevanceNormalization.PER_CHANNEL,
-                 max_layer_results: int = 8) -> None:
+                 max_layer_results: int = 8, output_relevance_sum: float | None = None) -> None:
         relevance = np.asarray(relevance, dtype=np.float32)
         expected = (len(MODALITIES), *geometry.shape)
         for name, array in (("relevance", relevance), ("images", np.asarray(images))):
@@ -158,6 +165,7 @@ class LiveExplanation:
         self.scene = scene
         self.relevance = relevance
         self.geometry = geometry
+        self.output_relevance_sum = None if output_relevance_sum is None else float(output_relevance_sum)
         self.normalization = RelevanceNormalization(normalization)
         self.references: ReferenceMasks = reference_masks(images, ground_truth)
         self.index = BandIndex.build(normalise_map(relevance, self.normalization), self.references)
@@ -200,7 +208,8 @@ class LiveExplanation:
         case = explanation.case
         return cls(scene, explanation.relevance, case.images, case.geometry, ground_truth=case.ground_truth,
                    prediction=explanation.prediction.mask, backgrounds=backgrounds, reference=reference,
-                   normalization=explanation.settings.normalization)
+                   normalization=explanation.settings.normalization,
+                   output_relevance_sum=explanation.start_relevance_sum)
 
     @classmethod
     def import_run(cls, scene, request, backgrounds: Mapping[str, Any], current: LiveExplanation | None = None,
@@ -232,8 +241,11 @@ class LiveExplanation:
         prediction = read_volume(mask_file)[0] if mask_file.is_file() else None
         if relevance.shape[1:] != case.geometry.shape:
             raise LiveError(f"The relevance maps in {out_dir} do not match the grid of {case_dir}; run again.")
+        provenance = Path(out_dir) / "provenance.json"
+        start_sum = json.loads(provenance.read_text()).get("start_relevance_sum") if provenance.is_file() else None
         return cls(scene, relevance, case.images, case.geometry, ground_truth=case.ground_truth,
-                   prediction=prediction, backgrounds=backgrounds, reference=reference)
+                   prediction=prediction, backgrounds=backgrounds, reference=reference,
+                   output_relevance_sum=start_sum)
 
     @classmethod
     def from_scene(cls, scene) -> LiveExplanation | None:
@@ -403,7 +415,7 @@ class LiveExplanation:
 
     def _show(self, index: BandIndex, band: AmplitudeFilter, window: float, key: AmplitudeFilter, where: str) -> None:
         start = _now()
-        self._band_scores = index.score(band)
+        self._band_scores = index.score(band, output_relevance_sum=self.output_relevance_sum)
         self._scores, self._map = None, None
         self._index, self._band, self.filter, self.where = index, band, key, where
         marks = (start, _now())

@@ -127,3 +127,32 @@ def to_native(array: np.ndarray | torch.Tensor, native_shape: tuple[int, int, in
               interpolation: Interpolation = Interpolation.LINEAR) -> np.ndarray:
     """Map a (D, H, W) or (C, D, H, W) model-grid array back onto the native (D, H, W) grid."""
     return resize(array, native_shape, interpolation)
+
+
+def relevance_to_native(relevance: np.ndarray | torch.Tensor, native_shape: tuple[int, int, int]) -> np.ndarray:
+    """Map (C, d, h, w) model-grid relevance onto the native (D, H, W) grid keeping each channel's sum exactly.
+
+    Relevance is an amount per voxel, not an intensity: plain interpolation onto a finer grid multiplies its sum by
+    the ratio of voxel counts. Here each model voxel's relevance is divided by the total weight that trilinear
+    interpolation gives it on the native grid (the adjoint of the interpolation applied to ones), then
+    interpolated: the native map is as smooth as a trilinear one, and sum_native R_c = sum_model R_c up to float
+    rounding. Model voxels that no native voxel samples (a grid shrunk more than twofold along an axis) hand their
+    relevance to their nearest native voxel instead, so nothing is lost.
+    """
+    tensor = torch.as_tensor(np.asarray(relevance) if not isinstance(relevance, torch.Tensor) else relevance)
+    tensor = tensor.detach().double().cpu()[None]
+    if tuple(tensor.shape[2:]) == tuple(native_shape):
+        return tensor[0].float().numpy()
+    probe = torch.ones((1, 1, *tensor.shape[2:]), dtype=torch.float64, requires_grad=True)
+    sampled = F.interpolate(probe, size=tuple(native_shape), mode="trilinear", align_corners=False)
+    (weight,) = torch.autograd.grad(sampled.sum(), probe)
+    reached = weight > 1e-12
+    native = F.interpolate(torch.where(reached, tensor / weight.clamp_min(1e-12), 0.0), size=tuple(native_shape),
+                           mode="trilinear", align_corners=False)
+    if not bool(reached.all()):  # nearest native voxel of each unreached model voxel: the adjoint of nearest-exact
+        rest = torch.where(reached, 0.0, tensor).requires_grad_(False)
+        probe = torch.zeros((1, tensor.shape[1], *native_shape), dtype=torch.float64, requires_grad=True)
+        coarse = F.interpolate(probe, size=tuple(tensor.shape[2:]), mode="nearest-exact")
+        (spread,) = torch.autograd.grad((coarse * rest).sum(), probe)
+        native = native + spread
+    return native[0].float().numpy()

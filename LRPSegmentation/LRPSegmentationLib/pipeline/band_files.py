@@ -20,7 +20,7 @@ from LRPSegmentationLib.analysis.scores import score_explanation
 from LRPSegmentationLib.data.caseio import Case
 from LRPSegmentationLib.lrp.bands import explain_bands
 from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
-from LRPSegmentationLib.net.preprocess import Interpolation, PreprocessSpec, prepare_input, to_native
+from LRPSegmentationLib.net.preprocess import PreprocessSpec, prepare_input, relevance_to_native
 from LRPSegmentationLib.net.weights import LoadedModel
 from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, target_on_model_grid
 
@@ -47,7 +47,7 @@ def explain_case_bands(case: Case, loaded: LoadedModel, settings: ExplainSetting
 
     relevance, _ = run_with_cpu_fallback(run, resolve_device(device), notify)
     seconds = time.perf_counter() - started
-    native = np.stack([to_native(r.float().cpu(), case.geometry.shape, Interpolation.LINEAR) for r in relevance])
+    native = np.stack([relevance_to_native(r, case.geometry.shape) for r in relevance])  # sums kept, as explain_case
     return native.astype(np.float32), seconds
 
 

@@ -155,13 +155,55 @@ def cmd_explain(args: argparse.Namespace) -> int:
         out.json("provenance.json", {**result.provenance, "in_chain_removed_fraction": result.tap_removed,
                                      "final_map": filtered.describe()})
         save_preview(out.path("preview.png"), case.images, filtered.normalised, prediction=result.prediction.mask,
-                     ground_truth=case.ground_truth, spacing=case.geometry.spacing,
+                     ground_truth=case.ground_truth, geometry=case.geometry,
                      title=f"{case.case_id}: {settings.preset}, {settings.filter.label} ({settings.where.value})")
     total = scores.total
     dice = "no ground truth" if result.prediction.dice is None else f"Dice {result.prediction.dice:.3f}"
     gt = "-" if total.gt_inclusivity is None else f"{total.gt_inclusivity:.3f}"
     progress("done", 1.0, f"{case.case_id}: {dice}; mean D(LRP,x) {total.input_inclusivity:.3f}, "
                           f"D(LRP,y_OT) {gt}, conservation {result.conservation:.3f}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Sanity checks, faithfulness and baselines for one case (see :mod:`LRPSegmentationLib.pipeline.check`)."""
+    from LRPSegmentationLib.analysis.filters import AmplitudeFilter
+    from LRPSegmentationLib.data.caseio import load_case
+    from LRPSegmentationLib.net.preprocess import PreprocessSpec
+    from LRPSegmentationLib.net.weights import load_model
+    from LRPSegmentationLib.pipeline.check import PAPER_FILTER, PARTS, CheckOptions, run_check
+    from LRPSegmentationLib.pipeline.check_report import check_rows, plot_check
+    from LRPSegmentationLib.pipeline.outputs import ResultWriter
+
+    progress = Progress(args.progress)
+    if args.device not in ("auto", "cpu"):
+        progress.note(f"lrpseg check runs on the CPU (--device {args.device} is not used)")
+    progress("load", 0.0, f"reading {args.case}")
+    case = load_case(args.case)
+    settings = explain_settings(args, case)
+    loaded = load_model(args.model)
+    filt = settings.filter if args.filter != "none" else PAPER_FILTER
+    parts = tuple(part for part in PARTS if getattr(args, part))
+    import re
+
+    methods = tuple(m.strip() for m in re.split(r",(?![^\[]*\])", args.methods) if m.strip()) if args.methods else None
+    if loaded.model.training:
+        loaded.model.eval()
+    options = CheckOptions(preset=settings.preset, filter=AmplitudeFilter.parse(filt), target=settings.target,
+                           methods=methods, parts=parts, independent=args.independent, depths=args.depths,
+                           randomise_all=args.randomise_all, seed=args.seed)
+    result = run_check(case, loaded.model.cpu(), PreprocessSpec.from_dict(loaded.info.preprocess), options,
+                       progress=progress)
+    with ResultWriter(args.out, overwrite=args.overwrite) as out:
+        out.json("check.json", result.to_json())
+        write_csv(out.path("check.csv"), check_rows(result))
+        if args.plots:
+            plot_check(result, out.path("plots"))
+    for name, entry in result.methods.items():
+        flip, rand = entry.flipping, entry.randomisation["spearman"]
+        morf = "-" if flip["morf_aopc"] is None else f"{flip['morf_aopc']:.3f} (random {flip['random_aopc']:.3f})"
+        print(f"{name}: randomised similarity {rand[-1]:.2f}" if rand else f"{name}: not randomised", "| MoRF AOPC",
+              morf, "| share vs ablation rho", result.share_vs_ablation_spearman.get(name), file=sys.stderr)
     return 0
 
 
@@ -230,10 +272,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     filters = (default_filters() if args.filters == "paper"
                else tuple(AmplitudeFilter.parse(spec) for spec in args.filters.split(";")))
     settings = explain_settings(args, cases[0])
-    rows = sweep_rows(cases, models, filters, settings, args.device, progress=lambda f, m: progress("sweep", f, m),
-                      lrp_threshold=args.lrp_threshold, input_threshold=args.input_threshold, smoothing=args.smoothing)
-    chosen = sweet_spot(rows)
     with ResultWriter(args.out, overwrite=args.overwrite) as out:
+        rows = sweep_rows(cases, models, filters, settings, args.device,
+                          progress=lambda f, m: progress("sweep", f, m), example_dir=out.path("plots") / "examples",
+                          lrp_threshold=args.lrp_threshold, input_threshold=args.input_threshold,
+                          smoothing=args.smoothing)
+        chosen = sweet_spot(rows)
         write_csv(out.path("sweep.csv"), rows)
         plot_sweep(rows, out.path("plots"))
         out.json("sweet_spot.json", {"criterion": SWEET_SPOT_CRITERION, "where": settings.where.value,
@@ -370,6 +414,24 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--filters", default="paper",
                        help="'paper' (none + the paper's pass and clamp grids) or e.g. 'pass:0.2;clamp:0.1'")
     add_explain_options(sweep, with_filter=False)
+
+    check = add("check", cmd_check, "how far to trust the explanation of one case: randomisation, random logit, "
+                                    "region perturbation, modality ablation and baseline methods")
+    check.add_argument("case", help="ISLES case folder, or a folder of ADC/MTT/rCBF/rCBV/Tmax/TTP files")
+    common(check, "folder for check.json, check.csv and plots/")
+    add_explain_options(check)
+    check.add_argument("--methods", help="comma-separated methods (default: lrp-<rule>, lrp-<rule>+<filter, default "
+                                         "clamp[0,0.2]>, lrp-zplus, gradient, input-x-gradient, "
+                                         "integrated-gradients, smoothgrad, occlusion, grad-cam)")
+    for part in ("randomisation", "random_logit", "flipping", "ablation", "localisation", "plots"):
+        check.add_argument(f"--{part.replace('_', '-')}", dest=part, action=argparse.BooleanOptionalAction,
+                           default=True, help=f"run the {part.replace('_', ' ')} part (default: on)")
+    check.add_argument("--independent", action="store_true",
+                       help="randomise one block at a time instead of cascading from the head down")
+    check.add_argument("--depths", type=int, default=3, help="randomisation depths evaluated (last: whole network)")
+    check.add_argument("--randomise-all", action="store_true",
+                       help="also randomise integrated gradients, SmoothGrad and occlusion (slow)")
+    check.add_argument("--seed", type=int, default=0)
 
     evaluate = add("evaluate", cmd_evaluate, "Dice of a model on case folders and/or fresh synthetic cases")
     evaluate.add_argument("cases", nargs="*", help="case folders, or folders of case folders")

@@ -20,9 +20,18 @@ from LRPSegmentationLib.lrp.taps import tap_filter
 from LRPSegmentationLib.lrp.targets import Target
 from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
 from LRPSegmentationLib.net.predict import Prediction, prediction_from_probability
-from LRPSegmentationLib.net.preprocess import Interpolation, PreprocessSpec, prepare_input, resize, to_native
+from LRPSegmentationLib.net.preprocess import (
+    Interpolation,
+    PreprocessSpec,
+    prepare_input,
+    relevance_to_native,
+    resize,
+)
 from LRPSegmentationLib.net.weights import LoadedModel
 from LRPSegmentationLib.options import DEFAULT_PRESET, FilterKind, FilterPlacement, RelevanceNormalization, TargetKind
+
+RELEVANCE_GRID = ("computed on the model grid, mapped to the native grid by mass-preserving trilinear interpolation "
+                  "(each channel keeps its sum, so conservation is the same on both grids)")
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,7 @@ def explain_case(case: Case, loaded: LoadedModel, settings: ExplainSettings = Ex
     seconds = time.perf_counter() - started
     probability = torch.softmax(result.output.detach().float(), dim=1)[0, target.lesion_class]
     prediction = prediction_from_probability(case, probability.cpu().numpy(), str(used))
-    relevance = to_native(result.relevance.detach()[0].float().cpu(), case.geometry.shape, Interpolation.LINEAR)
+    relevance = relevance_to_native(result.relevance.detach()[0], case.geometry.shape)
     provenance = {
         "case": case.case_id,
         "sources": {k: str(v) for k, v in case.sources.items()},
@@ -113,11 +122,12 @@ def explain_case(case: Case, loaded: LoadedModel, settings: ExplainSettings = Ex
         "rules_by_layer": result.rules,
         "batchnorm_folded": list(result.folded),
         "conservation": result.conservation,
+        "start_relevance_sum": float(result.start_sum),
         "device": str(used),
         "seconds": round(seconds, 3),
         "versions": {"lrpsegmentation": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
-        "relevance_grid": "computed on the model grid, mapped to the native grid by trilinear interpolation",
+        "relevance_grid": RELEVANCE_GRID,
     }
     taps = {name: record.removed_fraction for name, record in result.taps.items() if record.filtered}
     return CaseExplanation(case, relevance.astype(np.float32), prediction, settings, float(result.conservation),

@@ -28,9 +28,12 @@ def default_filters() -> tuple[AmplitudeFilter, ...]:
 
 def sweep_rows(cases: Iterable[Case], models: Iterable[LoadedModel], filters: Iterable[AmplitudeFilter],
                settings: ExplainSettings = ExplainSettings(), device: str = "auto",
-               progress: Callable[[float, str], None] | None = None, **score_options) -> list[dict]:
+               progress: Callable[[float, str], None] | None = None, example_dir: Path | str | None = None,
+               **score_options) -> list[dict]:
     """One row per (model, case, filter, modality), plus the 'all' row of each. A final-map sweep explains each
-    case once and re-filters the cached map; an in-chain sweep (settings.where == LAYERS) explains once per filter."""
+    case once and re-filters the cached map; an in-chain sweep (settings.where == LAYERS) explains once per filter.
+    With ``example_dir``, the first case of each model gets radiological preview figures (see
+    :func:`example_filters`)."""
     cases, models, filters = list(cases), list(models), list(filters)
     rows: list[dict] = []
     steps = max(1, len(cases) * len(models))
@@ -47,6 +50,8 @@ def sweep_rows(cases: Iterable[Case], models: Iterable[LoadedModel], filters: It
                         for filt in filters]
             for filt, result, final_filter in runs:
                 scores = result.scores(final_filter, **score_options)
+                if example_dir is not None and c == 0 and filt in example_filters(filters):
+                    save_example(Path(example_dir), loaded, result, filt, final_filter)
                 for row in scores.to_rows():
                     rows.append({"model": loaded.path.name, "case": case.case_id, "dice": result.prediction.dice,
                                  "where": settings.where.value, "kind": filt.kind.value, "low": filt.low,
@@ -54,6 +59,25 @@ def sweep_rows(cases: Iterable[Case], models: Iterable[LoadedModel], filters: It
     if progress:
         progress(1.0, "sweep done")
     return rows
+
+
+def example_filters(filters: list[AmplitudeFilter]) -> list[AmplitudeFilter]:
+    """The filters shown as example figures: none, P[0, 0.2] and C[0, 0.2] where swept (else the first three)."""
+    wanted = [f for f in (AmplitudeFilter(), AmplitudeFilter.pass_band(0.2), AmplitudeFilter.clamp_band(0.2))
+              if f in filters]
+    return wanted or list(filters)[:3]
+
+
+def save_example(out_dir: Path, loaded: LoadedModel, result, filt: AmplitudeFilter,
+                 final_filter: AmplitudeFilter | None) -> Path:
+    """One radiological preview (slice through the largest part of the prediction) of ``result`` under ``filt``."""
+    from LRPSegmentationLib.analysis.preview import save_preview
+
+    case = result.case
+    name = f"{Path(loaded.path).stem}_{case.case_id}_{filt.label}.png".replace("[", "_").replace("]", "")
+    return save_preview(out_dir / name.replace(",", "-"), case.images, result.filtered(final_filter).normalised,
+                        prediction=result.prediction.mask, ground_truth=case.ground_truth, geometry=case.geometry,
+                        title=f"{case.case_id}: {result.settings.preset}, {filt.label}")
 
 
 def _mean_by_filter(rows: list[dict], column: str) -> dict[str, float]:

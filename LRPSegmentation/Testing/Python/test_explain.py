@@ -81,6 +81,8 @@ def test_sweep_writes_a_tidy_table_plots_and_a_sweet_spot(synthetic_dataset_dir,
     assert "criterion" in spot and set(spot["sweet_spot"]) <= {"pass", "clamp"}
     for name in ("fig3_inclusivity.png", "fig5_mu.png"):
         assert (out / "plots" / name).stat().st_size > 10_000
+    examples = sorted(p.name for p in (out / "plots" / "examples").iterdir())  # radiological previews, first case
+    assert examples == ["tiny_training_1_none.png", "tiny_training_1_pass_0-0.2.png"]
 
 
 def test_bundled_model_relevance_follows_the_known_explanation():

@@ -59,7 +59,8 @@ def expected_rows(explanation, filt, dice):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EmptyMaskWarning)
         scores = score_explanation(filter_map(explanation.relevance, filt), explanation.case.images,
-                                   explanation.case.ground_truth)
+                                   explanation.case.ground_truth,
+                                   output_relevance_sum=explanation.start_relevance_sum)
     return score_rows(scores, dice)
 
 
@@ -166,7 +167,8 @@ def test_layer_results_are_cached_per_band(live, explanation):
     expected = filter_map(chained, None)
     np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps["MTT"]), expected.normalised[1])
     assert live.where == "layers" and scores.filter == "none"
-    reference = score_explanation(expected, explanation.case.images, explanation.case.ground_truth)
+    reference = score_explanation(expected, explanation.case.images, explanation.case.ground_truth,
+                                  output_relevance_sum=explanation.start_relevance_sum)
     assert_rows_equal(score_tables.table_rows(live.table), score_rows(reference, live.dice))
     assert live.nearest_layer_band("pass:0.26") == band_key(band) and live.nearest_layer_band("clamp:0.2") is None
     assert live.apply_layers("pass:0.26") is None and live.apply_layers("pass:0.26", nearest=True) is not None
@@ -253,7 +255,8 @@ def test_dragging_50_alphas_updates_views_and_table_as_a_full_recomputation(mrml
             np.testing.assert_array_equal(voxels[other], off_screen[modality])  # not on screen: not yet written
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EmptyMaskWarning)
-            expected = score_explanation(expected_map, explanation.case.images, explanation.case.ground_truth)
+            expected = score_explanation(expected_map, explanation.case.images, explanation.case.ground_truth,
+                                         output_relevance_sum=live.output_relevance_sum)
         assert_rows_equal(score_tables.table_rows(live.table), score_rows(expected, live.dice))
         for got, want in zip(live.scores.to_rows(), expected.to_rows(), strict=True):
             for key, value in want.items():
@@ -289,3 +292,30 @@ def test_observe_flushes_on_save_and_writes_slices_shown_after_a_scroll(mrml, li
     live.apply(AmplitudeFilter.clamp_band(0.3))
     mrml.scene.InvokeEvent(mrml.scene.StartSaveEvent)
     assert live.stale  # no longer observed
+
+
+def test_conservation_agrees_everywhere_it_is_shown(mrml, synthetic_case_dir, tiny_model_file, tmp_path, capsys):
+    """The case (8, 32, 32) is explained on the model grid (8, 16, 16): the native maps keep the model grid's sum,
+    so scores.json, scores.csv, provenance.json, the CLI line and the Slicer table show one conservation."""
+    import csv
+    import json
+    import re
+
+    out = tmp_path / "out"
+    assert cli_main(["explain", str(synthetic_case_dir), "--model", str(tiny_model_file), "--out", str(out),
+                     "--device", "cpu", "--progress", "json", "--target", "probability", "--filter", "clamp",
+                     "--alpha", "0.2"]) == 0
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    shown = float(re.search(r"conservation (-?[0-9.]+)", done["message"]).group(1))
+    provenance = json.loads((out / "provenance.json").read_text())
+    expected = provenance["conservation"]
+    assert json.loads((out / "scores.json").read_text())["conservation"] == pytest.approx(expected, rel=1e-4)
+    with open(out / "scores.csv") as stream:
+        assert {round(float(row["conservation"]) / expected, 4) for row in csv.DictReader(stream)} == {1.0}
+    assert shown == pytest.approx(expected, abs=5e-4)
+    nodes = case_nodes.load_case_folder(mrml.scene, synthetic_case_dir)
+    live = LiveExplanation.from_run_folder(mrml.scene, out, synthetic_case_dir, nodes.volumes)
+    live.apply(AmplitudeFilter.clamp_band(0.2))
+    assert {round(row["Conservation"] / expected, 4) for row in live.rows} == {1.0}
+    relevance = np.stack([np.asarray(live.relevance[c], np.float64) for c in range(6)])
+    assert relevance.sum() / provenance["start_relevance_sum"] == pytest.approx(expected, rel=1e-4)

@@ -75,3 +75,15 @@ def test_spec_round_trip():
     spec = PreprocessSpec(size=(19, 48, 48), normalization=IntensityNormalization.ZSCORE)
     assert PreprocessSpec.from_dict(spec.to_dict()) == spec
     assert PreprocessSpec.from_dict(PreprocessSpec(size=None).to_dict()).size is None
+
+
+@pytest.mark.parametrize("native", [(8, 40, 24), (4, 8, 5), (8, 16, 16)])
+def test_relevance_to_native_keeps_each_channels_sum(native):
+    from LRPSegmentationLib.net.preprocess import relevance_to_native
+
+    relevance = np.random.default_rng(1).normal(size=(2, 8, 16, 16)).astype(np.float32)
+    mapped = relevance_to_native(relevance, native)
+    assert mapped.shape == (2, *native)
+    np.testing.assert_allclose(mapped.sum(axis=(1, 2, 3)), relevance.sum(axis=(1, 2, 3)), rtol=1e-4, atol=1e-3)
+    smooth = relevance_to_native(np.ones((1, 8, 16, 16), np.float32), (8, 40, 24))
+    assert np.ptp(smooth[0, :, 2:-2, 2:-2]) < 1e-6  # uniform relevance stays uniform away from the borders
