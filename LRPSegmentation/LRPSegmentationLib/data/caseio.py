@@ -144,6 +144,10 @@ def find_case_files(folder: Path | str, modalities: tuple[str, ...] = MODALITIES
             f"{folder} is a file, not a case folder; give the folder holding the modality files "
             f"or a mapping modality -> file."
         )
+    subjects = [p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith("sub-")]
+    if subjects and not folder.name.startswith("sub-"):
+        raise CaseError(f"{folder} is a dataset root in the ISLES 2022 layout ({len(subjects)} sub-* folders); give "
+                        f"one case folder such as {folder / sorted(subjects)[0]}.")
     candidates = _files_under(folder, _MAX_DEPTH) + _derivatives_mask(folder)
 
     found: dict[str, Path] = {}

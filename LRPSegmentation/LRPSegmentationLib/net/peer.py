@@ -105,9 +105,11 @@ def load_monai(path: Path | str, device: str | Any = "cpu") -> LoadedModel:
     weights = path.parent / values["weights"]
     state = load_state_dict(weights)
     result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    loaded_storage = {t.data_ptr() for k, t in model.state_dict().items() if k in state}
+    missing = [k for k in result.missing_keys if model.state_dict()[k].data_ptr() not in loaded_storage]
+    if missing or result.unexpected_keys:  # (a tensor shared with a loaded one, as safetensors saves it, is loaded)
         raise WeightsError(f"{weights}: the weights do not fit {values['class']} with these args (missing "
-                           f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}).")
+                           f"{missing[:3]}, unexpected {result.unexpected_keys[:3]}).")
     spec = PreprocessSpec.from_dict(values.get("preprocess", {"size": None, "normalization": "zscore"}))
     info = ModelInfo(config={"class": values["class"], "args": values["args"]}, preprocess=spec.to_dict(),
                      modalities=list(values["modalities"]))
