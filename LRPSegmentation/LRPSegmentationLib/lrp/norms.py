@@ -77,12 +77,12 @@ class FrozenNorm(Rule):
 
     def backward(self, module, state, relevance):
         x, y, inv_std, from_input = state
-        s = _share(relevance, y, self.epsilon)
+        s = _share(relevance, y, self.epsilon)  # a fresh tensor: the steps below work in place
         gamma = _gamma(module, x)
         if gamma is not None:
-            s = s * gamma
+            s.mul_(gamma)
         rows = inv_std.shape[0]
         g = s.reshape(rows, -1)
         if from_input:
-            g = g - g.mean(dim=1, keepdim=True)
-        return (g * inv_std).reshape(x.shape).mul_(x)
+            g.sub_(g.mean(dim=1, keepdim=True))
+        return g.mul_(inv_std).reshape(x.shape).mul_(x)
