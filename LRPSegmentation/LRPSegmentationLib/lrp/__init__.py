@@ -1,4 +1,4 @@
-"""Layer-wise Relevance Propagation for the project's 3D U-Net (and similar conv/pool/concat networks).
+"""Layer-wise Relevance Propagation for 3-D segmentation networks: the project's U-Net, MONAI and nnU-Net v2 U-Nets.
 
 ``explain(model, x, start_relevance, preset)`` returns an :class:`Explanation` with the input-level
 relevance; rules (:mod:`.rules`, sums and gates :mod:`.sums`, normalisations :mod:`.norms`), presets

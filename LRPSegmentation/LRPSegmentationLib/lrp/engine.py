@@ -1,7 +1,8 @@
 """The LRP engine: rules as modified gradients, one forward and one autograd backward per explanation.
 
 How it works (zennit-style, but cheaper):
-- the model is canonized (BatchNorm folded) into a cached eval-mode copy; the user's model is untouched;
+- the model is canonized (in-place off, BatchNorm folded) into a cached eval-mode copy; the user's model is
+  untouched;
 - every module with a rule gets a forward pre-hook that hands the module a *detached* input (so the
   layer builds no autograd graph of its own) and a forward hook that joins input and output through a
   custom autograd function. That function computes the rule's state (e.g. the z+ modified forward) in the
@@ -10,11 +11,14 @@ How it works (zennit-style, but cheaper):
   pooling, concatenation, slicing, padding) route relevance by their plain gradient;
 - named taps wrap tensors in an identity function whose backward filters the relevance and records sums;
 - a ``TorchFunctionMode`` watches every torch call made outside the rule-carrying layers during the
-  forward. Relevance-routing operations (cat, pad with zeros, slicing, reshapes) are allowed; anything
-  else on relevance-carrying tensors -- a residual ``+``, ``F.relu``, a functional conv, ``detach`` --
+  forward. Sums and products (residual ``+``, ``+=``, ``torch.add``, sigmoid gates) get their own rule node
+  per call (:mod:`.sums`); relevance-routing operations (cat, pad with zeros, slicing, reshapes) are allowed;
+  anything else on relevance-carrying tensors -- a division, ``F.relu``, a functional conv, ``detach`` --
   raises :class:`UnsupportedModelError` naming the operation and the module whose forward made it.
   This runtime check sees exactly what runs (unlike tracing, which fails on data-dependent Python such
-  as ``UNet3D.forward``'s padding), and a module called twice in one forward is reported as reused.
+  as ``UNet3D.forward``'s padding). A reused leaf module is explained per call (a tap on it is refused);
+  once per model version the explained forward's output is compared with the model's;
+- a model returning several outputs (deep supervision) is explained at its full-resolution output.
 """
 
 from __future__ import annotations
