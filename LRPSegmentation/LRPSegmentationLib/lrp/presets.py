@@ -103,6 +103,10 @@ class Composite:
         if self.first_layer is not None:
             parts.append(f"first_layer={self.first_layer!r}")
         parts += [f"{pattern}={rule!r}" for pattern, rule in self.by_name]
+        for types, rule in self.by_type:
+            names = "|".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            parts.append(f"{names}={rule!r}")
+        parts += [f"norms={FrozenNorm()!r}", f"sums={self.sums!r}"]
         return f"{self.name}: " + ", ".join(parts)
 
 
