@@ -18,10 +18,12 @@ $(VENV)/.core: pyproject.toml
 	$(PIP) -e .
 	touch $@
 
-# zennit is a test-only reference; --no-deps keeps it from pulling torchvision (and a CUDA torch).
+# zennit is a test-only reference; --no-deps keeps it from pulling torchvision (and a CUDA torch). The peer-network
+# tests need monai (deps: torch, numpy) and dynamic-network-architectures (--no-deps: its timm pulls torchvision).
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) -e ".[test]"
-	$(PIP) --no-deps "zennit>=0.5"
+	$(PIP) -e ".[test,monai]"
+	$(PIP) --no-deps "zennit>=0.5" "dynamic-network-architectures>=0.4.4"
+	$(PIP) "einops>=0.6"
 	touch $@
 
 demo: setup
@@ -37,6 +39,7 @@ lint: setup-test
 benchmark: setup-test
 	$(BIN)/python benchmarks/bench_lrp.py
 	$(BIN)/python benchmarks/bench_scores.py
+	$(BIN)/python benchmarks/bench_peer.py
 
 clean:
 	rm -rf $(VENV) demo-out

@@ -96,8 +96,9 @@ def _label_sides(axis) -> None:
 def save_preview(path: Path | str, images: np.ndarray, heatmap: np.ndarray | None = None, *,
                  prediction: np.ndarray | None = None, ground_truth: np.ndarray | None = None,
                  geometry: Geometry | None = None, slice_index: int | None = None,
-                 title: str = "", threshold: float = 0.05) -> Path:
-    """Write a 2x3 panel PNG for ``images`` (6, D, H, W) with an optional ``heatmap`` normalised to [-1, 1].
+                 title: str = "", threshold: float = 0.05, modalities: tuple[str, ...] | None = None) -> Path:
+    """Write a panel PNG (three per row) for ``images`` (C, D, H, W), channels named by ``modalities`` (default:
+    the six ISLES 2017 maps), with an optional ``heatmap`` normalised to [-1, 1].
 
     Radiological axial slices (see :class:`AxialFrame`; ``geometry`` defaults to an identity LPS grid) labelled
     R/L and A/P; the slice is ``slice_index`` (reoriented, inferior first) or the one through the largest part of
@@ -116,8 +117,12 @@ def save_preview(path: Path | str, images: np.ndarray, heatmap: np.ndarray | Non
     prediction = None if prediction is None else frame.apply(np.asarray(prediction))
     ground_truth = None if ground_truth is None else frame.apply(np.asarray(ground_truth))
     z = lesion_slice(prediction, ground_truth) if slice_index is None else slice_index
-    figure, axes = plt.subplots(2, 3, figsize=(12, 8.4), constrained_layout=True)
-    for channel, (axis, name) in enumerate(zip(axes.flat, MODALITIES)):
+    names = tuple(modalities) if modalities is not None else MODALITIES
+    rows = max(1, -(-len(names) // 3))
+    figure, axes = plt.subplots(rows, 3, figsize=(12, 4.2 * rows), constrained_layout=True, squeeze=False)
+    for axis in axes.flat[len(names):]:
+        axis.set_axis_off()
+    for channel, (axis, name) in enumerate(zip(axes.flat, names)):
         image = images[channel, z]
         low, high = np.percentile(image, (1, 99)) if image.any() else (0.0, 1.0)
         axis.imshow(image, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), aspect=frame.pixel_aspect)

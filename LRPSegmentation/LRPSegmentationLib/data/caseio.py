@@ -1,6 +1,13 @@
-"""Reading ISLES-style cases (six modalities + optional ground truth) onto one grid, and writing volumes.
+"""Reading cases (the model's modalities + optional ground truth) onto one grid, and writing volumes.
 
-The ADC grid is the reference grid of a case: every other modality and the ground truth are brought onto it
+Layouts: ISLES 2017 (``<P>.Brain.XX.O.MR_<MOD>.<ID>/...``), ISLES 2022 BIDS (``sub-strokecaseNNNN/ses-NNNN/dwi/
+..._dwi.nii.gz``, ``..._adc.nii.gz``, ``anat/..._FLAIR.nii.gz``, the mask in the dataset's ``derivatives/
+sub-strokecaseNNNN/ses-NNNN/..._msk.nii.gz``) and flat folders whose file names contain the modality
+(``ADC.nii.gz``, ``case_Tmax.nrrd``, ``dwi.nii.gz``). The modality list comes from the model (default: the six
+ISLES 2017 maps of our U-Net).
+
+The first modality's grid (ADC for our U-Net) is the reference grid of a case: every other modality and the
+ground truth are brought onto it
 (linear / nearest-neighbour resampling) so that a :class:`Case` is one (6, D, H, W) array plus one geometry.
 Every problem a user can cause (missing, duplicate, unreadable, 4-D, non-overlapping files) raises
 :class:`CaseError`, whose message names the file and says what to do.
@@ -26,7 +33,8 @@ from LRPSegmentationLib.data.modalities import GROUND_TRUTH, MODALITIES, canonic
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 """File name endings read and written by this module (matched case-insensitively)."""
 
-_GROUND_TRUTH_ALIASES = {"ot", "gt"}
+_GROUND_TRUTH_ALIASES = {"ot", "gt", "msk"}
+_MAX_DEPTH = 3  # sub-strokecaseNNNN/ses-NNNN/dwi/<file>
 _NAME_TOKEN = re.compile(r"[A-Za-z0-9]+")
 
 
@@ -36,17 +44,18 @@ class CaseError(ValueError):
 
 @dataclass
 class Case:
-    """One case on the ADC grid: raw intensities of the six modalities and, when known, the lesion mask."""
+    """One case on its reference grid: raw intensities of the model's modalities and, when known, the lesion mask."""
 
     case_id: str
-    images: np.ndarray  # float32 (6, D, H, W) in MODALITIES order
-    geometry: Geometry  # of the ADC grid
+    images: np.ndarray  # float32 (C, D, H, W) in ``modalities`` order
+    geometry: Geometry  # of the first modality's grid
     ground_truth: np.ndarray | None = None  # uint8 (D, H, W), 0/1
     sources: dict[str, Path] = field(default_factory=dict)  # modality (and "OT") -> file read
+    modalities: tuple[str, ...] = MODALITIES
 
     def modality(self, name: str) -> np.ndarray:
         """The (D, H, W) image of one modality (name matched case-insensitively)."""
-        return self.images[MODALITIES.index(canonical_modality(name))]
+        return self.images[self.modalities.index(canonical_modality(name, self.modalities))]
 
 
 # ----------------------------------------------------------------------------------------------- file names
@@ -65,7 +74,7 @@ def _stem(path: Path) -> str:
     return path.name[: len(path.name) - len(suffix)] if suffix else path.name
 
 
-def _flat_modality(path: Path) -> str | None:
+def _flat_modality(path: Path, modalities: tuple[str, ...] = MODALITIES) -> str | None:
     """Modality named by a plain file name such as ``ADC.nii.gz``, ``case_Tmax.nrrd`` or ``ot.mha``."""
     found: set[str] = set()
     for token in _NAME_TOKEN.findall(_stem(path)):
@@ -73,7 +82,7 @@ def _flat_modality(path: Path) -> str | None:
         if lowered in _GROUND_TRUTH_ALIASES:
             found.add(GROUND_TRUTH)
             continue
-        for modality in MODALITIES:
+        for modality in modalities:
             if lowered == modality.lower():
                 found.add(modality)
     if len(found) > 1:
@@ -83,45 +92,67 @@ def _flat_modality(path: Path) -> str | None:
     return found.pop() if found else None
 
 
-def _modality_of(path: Path, in_subfolder: bool) -> str | None:
+def _modality_of(path: Path, in_subfolder: bool, modalities: tuple[str, ...] = MODALITIES) -> str | None:
     if supported_suffix(path) is None or path.name.startswith("."):
         return None
     modality = isles_modality(path.name)
     if modality is None and in_subfolder:
         modality = isles_modality(path.parent.name)
-    if modality is None and not in_subfolder and not re.search(r"\.MR_|\.OT\.", path.name):
-        modality = _flat_modality(path)
+    if modality is not None and modality != GROUND_TRUTH and modality not in modalities:
+        return None
+    if modality is None and not re.search(r"\.MR_|\.OT\.", path.name + path.parent.name):
+        modality = _flat_modality(path, modalities)
     return modality
 
 
-def find_case_files(folder: Path | str) -> dict[str, Path]:
-    """Map each modality (and ``"OT"`` when present) to its file in a case folder.
+def _files_under(folder: Path, depth: int) -> list[tuple[Path, bool]]:
+    """(file, inside a sub-folder) for the files up to ``depth`` folders down, hidden entries skipped."""
+    found: list[tuple[Path, bool]] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir() and depth > 0:
+            found.extend((path, True) for path, _ in _files_under(entry, depth - 1))
+        elif entry.is_file():
+            found.append((entry, False))
+    return found
+
+
+def _derivatives_mask(folder: Path) -> list[tuple[Path, bool]]:
+    """ISLES 2022: the lesion mask of ``<root>/sub-X`` lives in ``<root>/derivatives/sub-X/...``."""
+    for case_root in (folder, folder.parent):  # the subject folder, or one of its session folders
+        derivatives = case_root.parent / "derivatives" / case_root.name
+        if case_root.name.startswith("sub-") and derivatives.is_dir():
+            return [(p, True) for p, _ in _files_under(derivatives, _MAX_DEPTH)]
+    return []
+
+
+def find_case_files(folder: Path | str, modalities: tuple[str, ...] = MODALITIES) -> dict[str, Path]:
+    """Map each of ``modalities`` (and ``"OT"`` when present) to its file in a case folder.
 
     Understands the ISLES 2017 layout (``<P>.Brain.XX.O.MR_<MOD>.<ID>/<same>.nii``, ground truth in
-    ``<P>.Brain.XX.O.OT.<ID>/``) and flat folders whose file names contain the modality (``ADC.nii.gz``,
-    ``case_Tmax.nrrd``). 4DPWI and unrelated files are ignored. Raises CaseError when a modality is missing
-    or found twice.
+    ``<P>.Brain.XX.O.OT.<ID>/``), the ISLES 2022 BIDS layout (module docstring) and flat folders whose file names
+    contain the modality (``ADC.nii.gz``, ``case_Tmax.nrrd``). 4DPWI and unrelated files are ignored. Raises
+    CaseError when a modality is missing or found twice.
     """
+    modalities = tuple(modalities)
     folder = Path(folder).expanduser()
     if not folder.exists():
         raise CaseError(f"Case folder {folder} does not exist; give the folder holding the case's modality files.")
     if not folder.is_dir():
         raise CaseError(
-            f"{folder} is a file, not a case folder; give the folder holding the six modality files "
+            f"{folder} is a file, not a case folder; give the folder holding the modality files "
             f"or a mapping modality -> file."
         )
-    candidates: list[tuple[Path, bool]] = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            candidates.extend((child, True) for child in sorted(entry.iterdir()) if child.is_file())
-        elif entry.is_file():
-            candidates.append((entry, False))
+    subjects = [p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith("sub-")]
+    if subjects and not folder.name.startswith("sub-"):
+        raise CaseError(f"{folder} is a dataset root in the ISLES 2022 layout ({len(subjects)} sub-* folders); give "
+                        f"one case folder such as {folder / sorted(subjects)[0]}.")
+    candidates = _files_under(folder, _MAX_DEPTH) + _derivatives_mask(folder)
 
     found: dict[str, Path] = {}
     for path, in_subfolder in candidates:
-        modality = _modality_of(path, in_subfolder)
+        modality = _modality_of(path, in_subfolder, modalities)
         if modality is None:
             continue
         if modality in found:
@@ -131,14 +162,15 @@ def find_case_files(folder: Path | str) -> dict[str, Path]:
             )
         found[modality] = path
 
-    missing = [m for m in MODALITIES if m not in found]
+    missing = [m for m in modalities if m not in found]
     if missing:
-        listing = ", ".join(f"{m} ({p.relative_to(folder)})" for m, p in found.items()) or "none"
+        listing = ", ".join(f"{m} ({p.relative_to(folder) if p.is_relative_to(folder) else p})"
+                            for m, p in found.items()) or "none"
         raise CaseError(
             f"Case folder {folder} lacks {', '.join(missing)} (found: {listing}). Each of "
-            f"{', '.join(MODALITIES)} needs one file named after it (ISLES layout or e.g. ADC.nii.gz)."
+            f"{', '.join(modalities)} needs one file named after it (ISLES layout or e.g. {modalities[0]}.nii.gz)."
         )
-    return {m: found[m] for m in (*MODALITIES, GROUND_TRUTH) if m in found}
+    return {m: found[m] for m in (*modalities, GROUND_TRUTH) if m in found}
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -297,12 +329,13 @@ def _onto_grid(image: sitk.Image, reference: sitk.Image, path: Path, name: str, 
     return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, sitk.sitkFloat32)
 
 
-def _as_sources(source: Path | str | Mapping[str, Path | str]) -> tuple[dict[str, Path], str]:
+def _as_sources(source: Path | str | Mapping[str, Path | str],
+                modalities: tuple[str, ...] = MODALITIES) -> tuple[dict[str, Path], str]:
     if isinstance(source, Mapping):
         files: dict[str, Path] = {}
         for key, value in source.items():
             try:
-                modality = canonical_modality(str(key))
+                modality = canonical_modality(str(key), modalities)
             except ValueError as error:
                 raise CaseError(str(error)) from None
             if modality in files:
@@ -310,17 +343,17 @@ def _as_sources(source: Path | str | Mapping[str, Path | str]) -> tuple[dict[str
             if not isinstance(value, (str, PathLike)):
                 raise CaseError(f"The file given for {modality} is {value!r}; give a path (str or Path).")
             files[modality] = Path(value).expanduser()
-        missing = [m for m in MODALITIES if m not in files]
+        missing = [m for m in modalities if m not in files]
         if missing:
             raise CaseError(
                 f"The modality mapping lacks {', '.join(missing)} (given: {', '.join(files) or 'none'}); "
-                f"give a file for each of {', '.join(MODALITIES)}."
+                f"give a file for each of {', '.join(modalities)}."
             )
         parents = {p.parent for p in files.values()}
-        case_id = parents.pop().name if len(parents) == 1 else files["ADC"].parent.name
+        case_id = parents.pop().name if len(parents) == 1 else files[modalities[0]].parent.name
         return files, case_id or "case"
     folder = Path(source).expanduser()
-    return find_case_files(folder), folder.resolve().name or "case"
+    return find_case_files(folder, modalities), folder.resolve().name or "case"
 
 
 def load_case(
@@ -328,23 +361,26 @@ def load_case(
     *,
     ground_truth: Path | str | None = None,
     case_id: str | None = None,
+    modalities: tuple[str, ...] | list[str] = MODALITIES,
 ) -> Case:
-    """Read a case folder (ISLES or flat layout) or a mapping modality -> file onto the ADC grid.
+    """Read a case folder (ISLES 2017, ISLES 2022 or flat layout) or a mapping modality -> file onto the grid of
+    the first of ``modalities`` (the model's input list; default the six ISLES 2017 maps, ADC first).
 
     ``ground_truth`` (a file) overrides an ``OT`` file found in the folder or mapping. Other modalities on a
     different grid are resampled linearly (with a warning), the ground truth with nearest neighbour; NaN/Inf
     voxels become 0 (with a warning); ground-truth labels other than 0 become 1.
     """
-    files, default_id = _as_sources(source)
+    modalities = tuple(modalities)
+    files, default_id = _as_sources(source, modalities)
     if ground_truth is not None:
         files[GROUND_TRUTH] = Path(ground_truth).expanduser()
 
-    reference = _read_image(files["ADC"], "ADC")
+    reference = _read_image(files[modalities[0]], modalities[0])
     geometry = Geometry.from_image(reference)
-    images = np.empty((len(MODALITIES), *geometry.shape), dtype=np.float32)
-    for channel, modality in enumerate(MODALITIES):
+    images = np.empty((len(modalities), *geometry.shape), dtype=np.float32)
+    for channel, modality in enumerate(modalities):
         path = files[modality]
-        if modality == "ADC":
+        if channel == 0:
             image = reference
         else:
             image = _onto_grid(_read_image(path, modality), reference, path, modality, False)
@@ -370,7 +406,8 @@ def load_case(
         images=images,
         geometry=geometry,
         ground_truth=mask,
-        sources={m: files[m] for m in (*MODALITIES, GROUND_TRUTH) if m in files},
+        sources={m: files[m] for m in (*modalities, GROUND_TRUTH) if m in files},
+        modalities=modalities,
     )
 
 

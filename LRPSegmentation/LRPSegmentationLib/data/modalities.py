@@ -1,4 +1,4 @@
-"""The one fixed modality order of the model input, and how file names map onto it."""
+"""Modality names: our U-Net's fixed order (ISLES 2017), other models' lists, and how file names map onto them."""
 
 from __future__ import annotations
 
@@ -13,13 +13,19 @@ GROUND_TRUTH = "OT"
 _ISLES_TOKEN = re.compile(r"\.MR_([A-Za-z0-9]+)\.|\.(OT)\.")
 
 
-def canonical_modality(name: str) -> str:
-    """Return the canonical spelling of a modality name (case-insensitive), or raise ValueError."""
-    for modality in (*MODALITIES, GROUND_TRUTH):
+ISLES2022_MODALITIES: tuple[str, ...] = ("DWI", "ADC", "FLAIR")
+"""The ISLES 2022 inputs (BIDS names ``..._dwi``, ``..._adc``, ``..._FLAIR``), in the usual nnU-Net channel order."""
+
+
+def canonical_modality(name: str, modalities: tuple[str, ...] = MODALITIES) -> str:
+    """Return the canonical spelling of a modality name among ``modalities`` (case-insensitive), or raise ValueError.
+
+    ``modalities`` is the model's input list (default: the six ISLES 2017 maps of our U-Net)."""
+    for modality in (*modalities, GROUND_TRUTH):
         if name.strip().lower() == modality.lower():
             return modality
     raise ValueError(
-        f"Unknown modality {name!r}: expected one of {', '.join(MODALITIES)} (or {GROUND_TRUTH} for the ground truth)."
+        f"Unknown modality {name!r}: expected one of {', '.join(modalities)} (or {GROUND_TRUTH} for the ground truth)."
     )
 
 

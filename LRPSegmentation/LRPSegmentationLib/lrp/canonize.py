@@ -1,19 +1,24 @@
-"""BatchNorm folding: an explanation-ready copy of a model (the user's model is never modified).
+"""An explanation-ready copy of a model (the user's model is never modified): in-place off, BatchNorm folded.
 
-``conv -> BatchNorm`` (consecutive in an ``nn.Sequential``) becomes one conv with
-``W' = W * s``, ``b' = (b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)``, and the BatchNorm an
-``nn.Identity``. The copy is in eval mode (running statistics) with parameters frozen; its outputs are
-checked against the unfolded eval copy. Copies are cached per model object and parameter version.
+- In-place activations (``ReLU(inplace=True)``, ``LeakyReLU(inplace=True)``, in-place dropout) would overwrite
+  tensors a rule's backward needs; on the copy every module's ``inplace`` flag is turned off (same outputs).
+- ``conv -> BatchNorm`` (consecutive in execution order through nested plain ``nn.Sequential`` containers, e.g.
+  MONAI's ``Convolution(conv, ADN(norm, dropout, act))``) becomes one conv with ``W' = W * s``,
+  ``b' = (b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)``, and the BatchNorm an ``nn.Identity``.
+The copy is in eval mode (running statistics) with parameters frozen; its outputs are checked against the
+unfolded eval copy. Copies are cached per model object and parameter version.
 """
 
 from __future__ import annotations
 
 import copy
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from LRPSegmentationLib.lrp.outputs import full_resolution
 
 OUTPUT_TOLERANCE = 1e-5
 """Largest allowed output change from folding, relative to max(1, max|output|)."""
@@ -30,6 +35,9 @@ class CanonicalModel:
     module: nn.Module
     folded: tuple[str, ...]
     verified: bool = False
+    inplace_off: tuple[str, ...] = ()
+    reference: torch.Tensor | None = field(default=None, repr=False)
+    """The unfolded copy's output on the example, until the engine has compared its own forward with it."""
 
 
 def _foldable(module: nn.Module) -> bool:
@@ -61,34 +69,63 @@ def fold_batchnorm(layer: nn.Module, norm: nn.modules.batchnorm._BatchNorm) -> N
             layer.bias.mul_(scale).add_(shift)
 
 
+def _plain_sequential(module: nn.Module) -> bool:
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _leaves_in_order(parent: nn.Module, prefix: str) -> list[tuple[nn.Module, str, str, nn.Module]]:
+    """``(container, child name, qualified name, module)`` of a plain Sequential's children in execution order,
+    descending into nested plain Sequentials (their children run in order too)."""
+    leaves = []
+    for child_name, child in parent._modules.items():
+        qualified = f"{prefix}.{child_name}" if prefix else child_name
+        if child is not None and _plain_sequential(child):
+            leaves += _leaves_in_order(child, qualified)
+        else:
+            leaves.append((parent, child_name, qualified, child))
+    return leaves
+
+
+def turn_off_inplace(module: nn.Module) -> tuple[str, ...]:
+    """Set every submodule's boolean ``inplace`` flag to False (in place on ``module``); the names changed."""
+    changed = []
+    for name, m in module.named_modules():
+        if getattr(m, "inplace", None) is True:
+            m.inplace = False
+            changed.append(name)
+    return tuple(changed)
+
+
 def canonize(model: nn.Module, example: torch.Tensor | None = None) -> CanonicalModel:
-    """A deep copy of ``model`` in eval mode with every ``conv -> BatchNorm`` pair of a Sequential folded.
+    """A deep copy of ``model`` in eval mode, in-place off, with every ``conv -> BatchNorm`` pair folded.
 
     With an ``example`` input, the folded copy's output is checked against the unfolded eval copy's.
     """
     module = copy.deepcopy(model).eval()
     module.requires_grad_(False)
+    inplace_off = turn_off_inplace(module)
     reference = None
     if example is not None:
         with torch.no_grad():
-            reference = module(example)
+            reference = full_resolution(module(example))
     folded: list[str] = []
+    inner = {id(c) for m in module.modules() if _plain_sequential(m) for c in m.children() if _plain_sequential(c)}
     for parent_name, parent in module.named_modules():
-        if type(parent).forward is not nn.Sequential.forward:
-            continue
-        names = list(parent._modules)
-        for prev, cur in zip(names, names[1:]):
-            norm, layer = parent._modules[cur], parent._modules[prev]
+        if not _plain_sequential(parent) or id(parent) in inner:
+            continue  # outermost plain Sequentials only: nested ones are walked through
+        leaves = _leaves_in_order(parent, parent_name)
+        for (_, _, _, layer), (container, child_name, qualified, norm) in zip(leaves, leaves[1:]):
             if isinstance(norm, nn.modules.batchnorm._BatchNorm) and _foldable(layer):
                 if not norm.track_running_stats:
                     continue  # uses batch statistics even in eval mode; the engine reports it
                 fold_batchnorm(layer, norm)
-                setattr(parent, cur, nn.Identity())
-                folded.append(f"{parent_name}.{cur}" if parent_name else cur)
+                setattr(container, child_name, nn.Identity())
+                folded.append(qualified)
     if reference is not None and folded:
         with torch.no_grad():
-            check_outputs(reference, module(example))
-    return CanonicalModel(module, tuple(folded), verified=reference is not None)
+            check_outputs(reference, full_resolution(module(example)))
+    return CanonicalModel(module, tuple(folded), verified=reference is not None, inplace_off=inplace_off,
+                          reference=reference)
 
 
 def check_outputs(reference: torch.Tensor, folded: torch.Tensor) -> None:

@@ -1,7 +1,8 @@
 """The LRP engine: rules as modified gradients, one forward and one autograd backward per explanation.
 
 How it works (zennit-style, but cheaper):
-- the model is canonized (BatchNorm folded) into a cached eval-mode copy; the user's model is untouched;
+- the model is canonized (in-place off, BatchNorm folded) into a cached eval-mode copy; the user's model is
+  untouched;
 - every module with a rule gets a forward pre-hook that hands the module a *detached* input (so the
   layer builds no autograd graph of its own) and a forward hook that joins input and output through a
   custom autograd function. That function computes the rule's state (e.g. the z+ modified forward) in the
@@ -10,11 +11,14 @@ How it works (zennit-style, but cheaper):
   pooling, concatenation, slicing, padding) route relevance by their plain gradient;
 - named taps wrap tensors in an identity function whose backward filters the relevance and records sums;
 - a ``TorchFunctionMode`` watches every torch call made outside the rule-carrying layers during the
-  forward. Relevance-routing operations (cat, pad with zeros, slicing, reshapes) are allowed; anything
-  else on relevance-carrying tensors -- a residual ``+``, ``F.relu``, a functional conv, ``detach`` --
+  forward. Sums and products (residual ``+``, ``+=``, ``torch.add``, sigmoid gates) get their own rule node
+  per call (:mod:`.sums`); relevance-routing operations (cat, pad with zeros, slicing, reshapes) are allowed;
+  anything else on relevance-carrying tensors -- a division, ``F.relu``, a functional conv, ``detach`` --
   raises :class:`UnsupportedModelError` naming the operation and the module whose forward made it.
   This runtime check sees exactly what runs (unlike tracing, which fails on data-dependent Python such
-  as ``UNet3D.forward``'s padding), and a module called twice in one forward is reported as reused.
+  as ``UNet3D.forward``'s padding). A reused leaf module is explained per call (a tap on it is refused);
+  once per model version the explained forward's output is compared with the model's;
+- a model returning several outputs (deep supervision) is explained at its full-resolution output.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from LRPSegmentationLib.lrp.canonize import cached_canonical
+from LRPSegmentationLib.lrp.canonize import OUTPUT_TOLERANCE, cached_canonical
 from LRPSegmentationLib.lrp.errors import ExplainInputError, UnsupportedModelError
+from LRPSegmentationLib.lrp.outputs import full_resolution
 from LRPSegmentationLib.lrp.presets import Composite, get_composite
 from LRPSegmentationLib.lrp.rules import LINEAR_TYPES, Gradient, Rule, ZBox
+from LRPSegmentationLib.lrp.sums import relevance_op
 from LRPSegmentationLib.lrp.taps import (
     INPUT_TAP,
     Tap,
@@ -112,8 +118,9 @@ def _explain_op(name: str) -> str:
     if base.startswith(("i", "r")) and base[1:] in _ARITHMETIC:
         base = base[1:]
     if base in _ARITHMETIC:
-        return ("combines or rescales relevance-carrying tensors (e.g. a residual addition); LRP rules for "
-                "such operations are not implemented. Use a network without residual additions")
+        return ("divides, reduces or multiplies relevance-carrying tensors; LRP rules exist only for sums "
+                "(residual additions), sigmoid-gate products and scaling by constants. Wrap it in a module and "
+                "assign a rule, or rewrite the forward")
     if base in _FUNCTIONAL_LAYERS or name in _FUNCTIONAL_LAYERS:
         return ("is a functional layer call, which the engine cannot attach a rule to. Use the module form "
                 "(nn.ReLU, nn.LeakyReLU, nn.Conv3d, nn.MaxPool3d, nn.Upsample, ...) with one instance per use")
@@ -138,8 +145,16 @@ class _Guard(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         s = self.session
+        if not s.internal and s.checking() and any(t.requires_grad for t in _tensors(args)):
+            s.internal = True
+            try:  # a sum or product of relevance-carrying tensors gets its own rule node (see .sums)
+                out = relevance_op(getattr(func, "__name__", ""), args, kwargs, s.composite.sums, s.is_gate, s.where())
+            finally:
+                s.internal = False
+            if out is not None:
+                return out
+        out = func(*args, **kwargs)
         if s.internal or not s.checking():
             return out
         if not any(t.requires_grad for t in _tensors(out)):
@@ -149,7 +164,8 @@ class _Guard(TorchFunctionMode):
             if name == "pad":
                 mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
                 value = kwargs.get("value", args[3] if len(args) > 3 else None)
-                if mode != "constant" or value not in (None, 0, 0.0):
+                amounts = kwargs.get("pad", args[1] if len(args) > 1 else ())
+                if any(amounts) and (mode != "constant" or value not in (None, 0, 0.0)):
                     raise UnsupportedModelError(
                         f"{s.where()} pads with mode={mode!r}, value={value!r}; only zero padding routes relevance "
                         "exactly."
@@ -176,6 +192,7 @@ class _Session:
         self.pending: dict[nn.Module, tuple[torch.Tensor, Rule]] = {}
         self.rules: dict[str, str] = {}
         self.first_linear_seen = False
+        self.gates: dict[int, torch.Tensor] = {}  # Sigmoid module outputs by id (kept alive): gates for products
         self.internal = False
         self.skip_ops: set[nn.Module] = set()  # leaves whose internals are handled (rule or gradient type)
         self.handles: list[Any] = []
@@ -198,8 +215,8 @@ class _Session:
                     )
                 raise UnsupportedModelError(
                     f"Layer {name!r} ({type(m).__name__}) has parameters but no LRP rule. Supported: conv, "
-                    "transposed conv, Linear, BatchNorm (folded), InstanceNorm, element-wise activations, pooling, "
-                    "Upsample. Assign a rule by name in a Composite if it is safe."
+                    "transposed conv, Linear, BatchNorm (folded), element-wise activations, pooling, "
+                    "Upsample, Instance/Group/LayerNorm. Assign a rule by name in a Composite if it is safe."
                 )
 
     def install(self) -> None:
@@ -213,6 +230,9 @@ class _Session:
         self.handles.clear()
 
     # -- guard helpers -----------------------------------------------------------------------
+    def is_gate(self, t: torch.Tensor) -> bool:
+        return id(t) in self.gates
+
     def checking(self) -> bool:
         return not self.stack or self.stack[-1] not in self.skip_ops
 
@@ -239,10 +259,10 @@ class _Session:
         try:
             name = self.names[m]
             self.calls[m] = self.calls.get(m, 0) + 1
-            if self.calls[m] > 1:
+            if self.calls[m] > 1 and (name in self.taps or any(t.startswith(f"{name}.") for t in self.taps)):
                 raise UnsupportedModelError(
                     f"Module {name or '<model>'!r} ({type(m).__name__}) is called {self.calls[m]} times in one "
-                    "forward. Reused module instances cannot carry per-use LRP state; create one instance per use."
+                    "forward and is a tap; a tap on a reused module instance is ambiguous. Tap another module."
                 )
             self.stack.append(m)
             arg_names = input_arg_names(m)
@@ -285,6 +305,8 @@ class _Session:
                 if not isinstance(output, torch.Tensor):
                     raise ExplainInputError(f"Tap {self.names[m]!r}: the module does not return one tensor.")
                 output = TapFunction.apply(output, tap)
+            if isinstance(m, nn.Sigmoid) and isinstance(output, torch.Tensor):
+                self.gates[id(output)] = output
             self.stack.pop()
             return output
         finally:
@@ -312,6 +334,16 @@ def _check_bounds(bounds: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor) ->
     if bool((low > high).any()):
         raise ExplainInputError("input_bounds: low must not exceed high.")
     return low, high
+
+
+def _check_same_output(reference: torch.Tensor, output: torch.Tensor) -> None:
+    """Once per model version: the explained forward (sums out of place, rules attached) computes the model's output."""
+    scale = max(1.0, float(reference.abs().max())) if reference.numel() else 1.0
+    if reference.shape != output.shape or float((reference - output).abs().max()) > OUTPUT_TOLERANCE * scale:
+        raise UnsupportedModelError(
+            "The explained forward computes another output than the model: its forward relies on an in-place "
+            "change (e.g. 'x.add_(y)' as a statement, or an alias read after 'x += y'). Write 'x = x + y'."
+        )
 
 
 def explain(
@@ -362,11 +394,12 @@ def explain(
     session.install()
     try:
         with torch.enable_grad(), _Guard(session):
-            output = canonical.module(x_req)
+            output = full_resolution(canonical.module(x_req))
     finally:
         session.remove()
-    if not isinstance(output, torch.Tensor):
-        raise UnsupportedModelError("The model must return one tensor (the logits).")
+    if canonical.reference is not None:
+        _check_same_output(canonical.reference, output.detach())
+        canonical.reference = None
 
     start = start_relevance(output.detach()) if callable(start_relevance) else start_relevance
     if not isinstance(start, torch.Tensor) or start.shape != output.shape:

@@ -7,9 +7,11 @@ Resolution order for a module (first hit wins):
 2. ``first_layer``: the first linear layer the forward calls (the one that sees the six modalities);
 3. ``by_type``: user-given layer types;
 4. ``layers``: every other conv / transposed conv / Linear layer;
-5. fixed defaults: element-wise activations and instance norm pass relevance through (:class:`Pass`),
+5. fixed defaults: element-wise activations pass relevance through (:class:`Pass`), instance/group/layer norms
+   get :class:`FrozenNorm` (the epsilon rule with frozen statistics, see :mod:`.norms`),
    average pooling and upsampling redistribute proportionally (:class:`Norm`), max pooling, dropout,
    identity and reshapes use the plain gradient (:class:`Gradient`).
+Sums and products in forward code (residual additions, attention gates) follow ``sums`` (:mod:`.sums`).
 A module with no rule and parameters is an error (the engine names it); one without parameters is treated
 as glue code (its operations are checked by the engine).
 """
@@ -21,6 +23,7 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
+from LRPSegmentationLib.lrp.norms import NORM_TYPES, FrozenNorm
 from LRPSegmentationLib.lrp.rules import (
     LINEAR_TYPES,
     AlphaBeta,
@@ -34,11 +37,12 @@ from LRPSegmentationLib.lrp.rules import (
     ZPlus,
     _LinearRule,
 )
+from LRPSegmentationLib.lrp.sums import SumRule
 
 ELEMENTWISE_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
     nn.Tanh, nn.Softplus, nn.Softsign, nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid,
-    nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
 )
 """Layers whose relevance passes through unchanged (``R_in = R_out``)."""
 
@@ -67,6 +71,7 @@ class Composite:
     by_name: tuple[tuple[str, Rule], ...] = ()
     first_layer: Rule | None = None
     by_type: tuple[tuple[type[nn.Module] | tuple[type[nn.Module], ...], Rule], ...] = ()
+    sums: SumRule = SumRule()
 
     def rule_for(self, qualified_name: str, module: nn.Module, first_linear: bool) -> Rule | None:
         """The rule of ``module`` or ``None`` when no rule applies (glue code or an unsupported layer)."""
@@ -84,6 +89,8 @@ class Composite:
             return self.layers
         if isinstance(module, ELEMENTWISE_TYPES):
             return Pass()
+        if isinstance(module, NORM_TYPES):
+            return FrozenNorm()
         if isinstance(module, AVERAGING_TYPES):
             return Norm()
         if isinstance(module, GRADIENT_TYPES):
@@ -96,6 +103,10 @@ class Composite:
         if self.first_layer is not None:
             parts.append(f"first_layer={self.first_layer!r}")
         parts += [f"{pattern}={rule!r}" for pattern, rule in self.by_name]
+        for types, rule in self.by_type:
+            names = "|".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            parts.append(f"{names}={rule!r}")
+        parts += [f"norms={FrozenNorm()!r}", f"sums={self.sums!r}"]
         return f"{self.name}: " + ", ".join(parts)
 
 

@@ -27,6 +27,12 @@ PIP_REQUIREMENTS = {"safetensors": "safetensors>=0.4", "tqdm": "tqdm>=4.60", "Si
 """Packages the child needs besides torch and what Slicer bundles (import name -> pip requirement with a floor);
 the module installs the missing ones after asking once."""
 
+MODEL_REQUIREMENTS = {"monai": "monai>=1.3", "dynamic_network_architectures": "dynamic-network-architectures>=0.4.4",
+                      "einops": "einops>=0.6"}
+"""Packages only the peer-network routes import (a MONAI network, an nnU-Net v2 folder): needed only for such a
+model. Not yet installed by the module: a user of those routes installs them with ``slicer.util.pip_install``
+(dynamic-network-architectures with ``--no-deps``: its timm dependency would pull torchvision)."""
+
 SLICER_BUNDLED = ("numpy", "scipy", "SimpleITK", "vtk")
 """Third-party packages every Slicer ships (its SuperBuild), which the child may import without installing."""
 

@@ -25,8 +25,9 @@ SERIES_GRIDS: dict[str, tuple[int, int, int]] = {
 
 
 class Interpolation(str, Enum):
-    LINEAR = "linear"  # continuous maps: images, probabilities, relevance
+    LINEAR = "linear"  # continuous maps: images, probabilities
     NEAREST = "nearest"  # labels
+    MASS = "mass"  # amounts per voxel (relevance): trilinear-smooth, each channel's sum kept (relevance_to_native)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ def normalize(images: np.ndarray, method: IntensityNormalization = IntensityNorm
 def resize(array: np.ndarray | torch.Tensor, size: tuple[int, int, int],
            interpolation: Interpolation = Interpolation.LINEAR) -> np.ndarray:
     """Resize a (D, H, W) or (C, D, H, W) array to ``size`` = (D, H, W); returns float32 (nearest keeps values)."""
+    if interpolation == Interpolation.MASS:
+        squeeze = np.ndim(array) == 3
+        kept = relevance_to_native(array[None] if squeeze else array, size)
+        return kept[0] if squeeze else kept
     tensor = torch.as_tensor(np.asarray(array) if not isinstance(array, torch.Tensor) else array)
     squeeze = tensor.ndim == 3
     tensor = tensor.float()[None, None] if squeeze else tensor.float()[None]
@@ -130,7 +135,8 @@ def to_native(array: np.ndarray | torch.Tensor, native_shape: tuple[int, int, in
 
 
 def relevance_to_native(relevance: np.ndarray | torch.Tensor, native_shape: tuple[int, int, int]) -> np.ndarray:
-    """Map (C, d, h, w) model-grid relevance onto the native (D, H, W) grid keeping each channel's sum exactly.
+    """Map (C, d, h, w) model-grid relevance onto the native (D, H, W) grid keeping each channel's sum exactly
+    (``resize(..., Interpolation.MASS)``, which every preprocessor's ``to_native`` uses for relevance).
 
     Relevance is an amount per voxel, not an intensity: plain interpolation onto a finer grid multiplies its sum by
     the ratio of voxel counts. Here each model voxel's relevance is divided by the total weight that trilinear
@@ -156,3 +162,49 @@ def relevance_to_native(relevance: np.ndarray | torch.Tensor, native_shape: tupl
         (spread,) = torch.autograd.grad((coarse * rest).sum(), probe)
         native = native + spread
     return native[0].float().numpy()
+
+
+@dataclass(frozen=True)
+class ResizePreprocessor:
+    """Our U-Net's (and MONAI networks') route: normalise each channel, resize to ``spec.size``; back by resizing.
+
+    ``multiple`` (> 1) zero-pads the model input to a multiple of the network's total stride (cropped off again)."""
+
+    spec: PreprocessSpec
+    multiple: int = 1
+
+    def prepare(self, images: np.ndarray, spacing: tuple[float, float, float] | None = None) -> torch.Tensor:
+        return pad_to_multiple(prepare_input(images, self.spec), self.multiple)
+
+    def grid_shape(self, native_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return tuple(self.spec.size) if self.spec.size is not None else tuple(native_shape)
+
+    def to_native(self, array: np.ndarray | torch.Tensor, native_shape: tuple[int, int, int],
+                  interpolation: Interpolation = Interpolation.LINEAR) -> np.ndarray:
+        """A (D, H, W) or (C, D, H, W) model-grid array (padding included) on the native grid."""
+        grid = self.grid_shape(native_shape)
+        array = array[..., : grid[0], : grid[1], : grid[2]]
+        return to_native(array, native_shape, interpolation)
+
+    def mask_to_model(self, mask: np.ndarray, native_shape: tuple[int, int, int]) -> np.ndarray:
+        """A native-grid boolean mask on the model grid (nearest; padding added as False)."""
+        grid = self.grid_shape(native_shape)
+        out = resize(mask.astype(np.float32), grid, Interpolation.NEAREST) > 0.5 if grid != mask.shape else mask
+        return pad_mask(out, self.multiple)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad the spatial end of an (N, C, D, H, W) tensor up to a multiple of ``multiple`` per axis."""
+    if multiple <= 1:
+        return x
+    pads: list[int] = []
+    for size in reversed(x.shape[2:]):
+        pads += [0, (-size) % multiple]
+    return F.pad(x, pads) if any(pads) else x
+
+
+def pad_mask(mask: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad a (D, H, W) mask with False like :func:`pad_to_multiple` pads the input."""
+    if multiple <= 1:
+        return mask
+    return np.pad(mask, [(0, (-s) % multiple) for s in mask.shape])

@@ -64,12 +64,38 @@ class ModelInfo:
 
 @dataclass
 class LoadedModel:
-    """A ready-to-run model with its metadata and the file it came from."""
+    """A ready-to-run model with its metadata and the file it came from: the one interface predict, explain, sweep
+    and info use, whichever route the model came by (our U-Net file, a MONAI network, an nnU-Net v2 folder).
 
-    model: Any  # UNet3D; typed loosely so this module imports without torch
+    ``preprocessor`` maps a case's (C, D, H, W) images onto the model input and model-grid arrays back onto the
+    case's native grid (:class:`~LRPSegmentationLib.net.preprocess.ResizePreprocessor` for our U-Net and MONAI
+    networks, :class:`~LRPSegmentationLib.net.nnunet.NnunetPreprocessor` for nnU-Net); ``None``: the resize
+    preprocessor of ``info.preprocess``. ``modalities`` is the input channel order (``info.modalities``)."""
+
+    model: Any  # a torch.nn.Module; typed loosely so this module imports without torch
     info: ModelInfo
     path: Path
     sha256: str
+    preprocessor: Any = None
+    kind: str = "lrpseg"
+    lesion_class: int = 1
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.info.modalities)
+
+    def prep(self):
+        """The preprocessor (built from ``info.preprocess`` on first use for our model files)."""
+        if self.preprocessor is None:
+            from LRPSegmentationLib.net.preprocess import PreprocessSpec, ResizePreprocessor
+
+            self.preprocessor = ResizePreprocessor(PreprocessSpec.from_dict(self.info.preprocess))
+        return self.preprocessor
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description for provenance and ``lrpseg info``."""
+        return {"kind": self.kind, "path": str(self.path), "sha256": self.sha256, "modalities": list(self.modalities),
+                "lesion_class": self.lesion_class, "config": self.info.config, "preprocess": self.info.preprocess}
 
 
 def bundled_model_path() -> Path:
@@ -150,6 +176,23 @@ def save_model(model, info: ModelInfo, path: Path | str) -> Path:
 
 
 def load_model(path: Path | str | None = None, device: str | Any = "cpu") -> LoadedModel:
+    """Load any supported model: an nnU-Net v2 trained-model (or fold) folder, a MONAI JSON description, or one of
+    our ``.safetensors`` model files (the bundled one when ``path`` is None); eval mode on ``device``."""
+    if path is not None:
+        from LRPSegmentationLib.net.nnunet import is_nnunet_folder, load_nnunet
+        from LRPSegmentationLib.net.peer import is_monai_description, load_monai
+
+        if is_nnunet_folder(Path(path)):
+            return load_nnunet(path, device)
+        if is_monai_description(Path(path)):
+            return load_monai(path, device)
+        if Path(path).is_dir():
+            raise WeightsError(f"{path}: a folder, but no nnU-Net v2 trained-model folder (no plans.json); give a "
+                               "model file, a MONAI .json description or an nnU-Net trained-model folder.")
+    return load_unet(path, device)
+
+
+def load_unet(path: Path | str | None = None, device: str | Any = "cpu") -> LoadedModel:
     """Rebuild a UNet3D from a model file (the bundled one when ``path`` is None), in eval mode on ``device``."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file

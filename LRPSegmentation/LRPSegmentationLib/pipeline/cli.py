@@ -90,8 +90,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     progress = Progress(args.progress)
     progress("load", 0.1, f"reading {args.case}")
-    case = load_case(args.case)
     loaded = load_model(args.model)
+    case = load_case(args.case, modalities=loaded.modalities)
     progress("predict", 0.3, f"model {loaded.path.name}")
     prediction = predict_case(case, loaded, args.device, notify=progress.note)
     progress("write", 0.9, f"writing to {args.out}")
@@ -127,16 +127,15 @@ def explain_settings(args: argparse.Namespace, case):
 def cmd_explain(args: argparse.Namespace) -> int:
     from LRPSegmentationLib.analysis.preview import save_preview
     from LRPSegmentationLib.data.caseio import load_case
-    from LRPSegmentationLib.data.modalities import MODALITIES
     from LRPSegmentationLib.net.weights import load_model
     from LRPSegmentationLib.pipeline.explain_case import explain_case
     from LRPSegmentationLib.pipeline.outputs import ResultWriter, relevance_file
 
     progress = Progress(args.progress)
     progress("load", 0.05, f"reading {args.case}")
-    case = load_case(args.case)
-    settings = explain_settings(args, case)
     loaded = load_model(args.model)
+    case = load_case(args.case, modalities=loaded.modalities)
+    settings = explain_settings(args, case)
     progress("explain", 0.2, f"{settings.preset} rules, target {settings.target.kind.value}, "
                              f"filter {settings.filter.label} on {settings.where.value}")
     result = explain_case(case, loaded, settings, args.device, notify=progress.note)
@@ -147,7 +146,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     progress("write", 0.8, f"writing to {args.out}")
     with ResultWriter(args.out, overwrite=args.overwrite) as out:
         out.prediction(result.prediction.probability, result.prediction.mask, case.geometry)
-        for channel, modality in enumerate(MODALITIES):
+        for channel, modality in enumerate(case.modalities):
             out.volume(relevance_file(modality), result.relevance[channel], case.geometry)
             out.volume(relevance_file(modality, filtered=True), filtered.normalised[channel], case.geometry)
         out.json("scores.json", {"case": case.case_id, "dice": result.prediction.dice, **scores.to_dict()})
@@ -155,7 +154,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         out.json("provenance.json", {**result.provenance, "in_chain_removed_fraction": result.tap_removed,
                                      "final_map": filtered.describe()})
         save_preview(out.path("preview.png"), case.images, filtered.normalised, prediction=result.prediction.mask,
-                     ground_truth=case.ground_truth, geometry=case.geometry,
+                     ground_truth=case.ground_truth, geometry=case.geometry, modalities=case.modalities,
                      title=f"{case.case_id}: {settings.preset}, {settings.filter.label} ({settings.where.value})")
     total = scores.total
     dice = "no ground truth" if result.prediction.dice is None else f"Dice {result.prediction.dice:.3f}"
@@ -236,8 +235,9 @@ def cmd_bands(args: argparse.Namespace) -> int:
     return 0
 
 
-def collect_cases(paths: Sequence[str]) -> list[Path]:
-    """Case folders from arguments that are case folders or folders of case folders."""
+def collect_cases(paths: Sequence[str], modalities: Sequence[str] | None = None) -> list[Path]:
+    """Case folders from arguments that are case folders or folders of case folders (an ISLES 2022 dataset root:
+    its ``sub-*`` folders; ``derivatives`` is no case)."""
     from LRPSegmentationLib.data.caseio import CaseError, find_case_files
     from LRPSegmentationLib.net.train import find_case_folders
 
@@ -245,10 +245,10 @@ def collect_cases(paths: Sequence[str]) -> list[Path]:
     for text in paths:
         path = Path(text)
         try:
-            find_case_files(path)
+            find_case_files(path, *([tuple(modalities)] if modalities else []))
             folders.append(path)
         except CaseError:
-            folders.extend(find_case_folders(path))
+            folders.extend(p for p in find_case_folders(path) if p.name != "derivatives")
     return folders
 
 
@@ -266,9 +266,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
 
     progress = Progress(args.progress)
-    folders = collect_cases(args.cases)
-    cases = [load_case(folder) for folder in folders]
     models = [load_model(path) for path in (args.model or [None])]
+    modalities = models[0].modalities
+    if any(m.modalities != modalities for m in models):
+        raise ValueError("The models of one sweep must take the same modalities: "
+                         + "; ".join(f"{m.path}: {', '.join(m.modalities)}" for m in models))
+    folders = collect_cases(args.cases, modalities)
+    cases = [load_case(folder, modalities=modalities) for folder in folders]
     filters = (default_filters() if args.filters == "paper"
                else tuple(AmplitudeFilter.parse(spec) for spec in args.filters.split(";")))
     settings = explain_settings(args, cases[0])
@@ -299,7 +303,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from LRPSegmentationLib.net.weights import load_model
 
     loaded = load_model(args.model)
-    cases = [load_case(folder) for folder in collect_cases(args.cases)] if args.cases else []
+    folders = collect_cases(args.cases, loaded.modalities) if args.cases else []
+    cases = [load_case(folder, modalities=loaded.modalities) for folder in folders]
     for seed in dataset_seeds(args.seed, args.synthetic) if args.synthetic else []:
         cases.append(generate_case(seed).to_case())
     if not cases:
@@ -317,9 +322,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from LRPSegmentationLib.net.weights import bundled_model_path, read_metadata
+    from LRPSegmentationLib.net.weights import bundled_model_path, load_model, read_metadata
 
-    info = read_metadata(args.model or bundled_model_path())
+    path = Path(args.model) if args.model else bundled_model_path()
+    if path.is_dir() or path.suffix.lower() == ".json":  # nnU-Net folder or MONAI description: load to describe
+        loaded = load_model(path)
+        values = {**loaded.describe(), "network": type(loaded.model).__name__,
+                  "parameters": sum(p.numel() for p in loaded.model.parameters())}
+        print(json.dumps(values, sort_keys=True) if args.json else json.dumps(values, indent=2, sort_keys=True))
+        return 0
+    info = read_metadata(path)
     print(info.to_json() if args.json else json.dumps(json.loads(info.to_json()), indent=2))
     return 0
 
@@ -352,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     def common(sub: argparse.ArgumentParser, out_help: str) -> None:
-        sub.add_argument("--model", help="model file (.safetensors); default: the bundled model")
+        sub.add_argument("--model", help="model: our .safetensors file, a MONAI .json description or an nnU-Net v2 "
+                                         "trained-model folder; default: the bundled model")
         sub.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu or cuda")
         sub.add_argument("--out", required=True, help=out_help)
         sub.add_argument("--progress", choices=("bar", "json", "none"), default="bar")

@@ -19,19 +19,14 @@ from LRPSegmentationLib.lrp import explain, get_composite
 from LRPSegmentationLib.lrp.taps import tap_filter
 from LRPSegmentationLib.lrp.targets import Target
 from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
-from LRPSegmentationLib.net.predict import Prediction, prediction_from_probability
-from LRPSegmentationLib.net.preprocess import (
-    Interpolation,
-    PreprocessSpec,
-    prepare_input,
-    relevance_to_native,
-    resize,
-)
+from LRPSegmentationLib.net.predict import Prediction, check_modalities, prediction_from_probability
+from LRPSegmentationLib.net.preprocess import Interpolation, PreprocessSpec, ResizePreprocessor
 from LRPSegmentationLib.net.weights import LoadedModel
 from LRPSegmentationLib.options import DEFAULT_PRESET, FilterKind, FilterPlacement, RelevanceNormalization, TargetKind
 
-RELEVANCE_GRID = ("computed on the model grid, mapped to the native grid by mass-preserving trilinear interpolation "
-                  "(each channel keeps its sum, so conservation is the same on both grids)")
+RELEVANCE_GRID = ("computed on the model grid, mapped to the native grid by the model's preprocessor with "
+                  "mass-preserving trilinear resampling (padding cropped; for nnU-Net also un-cropping and "
+                  "transposition): each channel keeps its sum, so conservation is the same on both grids")
 
 
 @dataclass(frozen=True)
@@ -57,7 +52,7 @@ class CaseExplanation:
     """Relevance of one case on its native grid (raw: in-chain filters applied, final-map filter not yet)."""
 
     case: Case
-    relevance: np.ndarray  # float32 (6, D, H, W), native grid
+    relevance: np.ndarray  # float32 (C, D, H, W), native grid, channels in the model's modality order
     prediction: Prediction
     settings: ExplainSettings
     conservation: float  # sum of input relevance / sum of start relevance, on the model grid
@@ -74,18 +69,22 @@ class CaseExplanation:
 
     def scores(self, filt: AmplitudeFilter | None = None, **options) -> ExplanationScores:
         """Inclusivity and the other heatmap scores of the final map under ``filt`` (see :meth:`filtered`)."""
+        options.setdefault("modalities", self.case.modalities)
         return score_explanation(self.filtered(filt), self.case.images, self.case.ground_truth,
                                  output_relevance_sum=self.start_relevance_sum, **options)
 
 
-def target_on_model_grid(target: Target, case: Case, spec: PreprocessSpec) -> Target:
-    """``target`` as the model sees it: masks given on the case's native grid resized (nearest) to the model grid,
-    and false-positive / false-negative targets scored against this case's own ground truth (so one target serves
-    every case of a sweep)."""
+def target_on_model_grid(target: Target, case: Case, prep) -> Target:
+    """``target`` as the model sees it: masks given on the case's native grid brought to the model grid by the
+    model's preprocessor (nearest), and false-positive / false-negative targets scored against this case's own
+    ground truth (so one target serves every case of a sweep). ``prep`` may be a :class:`PreprocessSpec`."""
+    if isinstance(prep, PreprocessSpec):
+        prep = ResizePreprocessor(prep)
+
     def on_grid(mask: np.ndarray | None) -> np.ndarray | None:
-        if mask is None or spec.size is None or mask.shape != case.geometry.shape:
+        if mask is None or mask.shape != case.geometry.shape:
             return mask
-        return resize(mask.astype(np.float32), spec.size, Interpolation.NEAREST) > 0.5
+        return prep.mask_to_model(mask, case.geometry.shape)
 
     truth = target.ground_truth
     if target.kind in (TargetKind.FALSE_POSITIVE, TargetKind.FALSE_NEGATIVE) and case.ground_truth is not None:
@@ -97,9 +96,10 @@ def explain_case(case: Case, loaded: LoadedModel, settings: ExplainSettings = Ex
                  device: str | torch.device = "auto",
                  notify: Callable[[str], None] | None = None) -> CaseExplanation:
     """Predict and explain one case; the relevance comes back on the case's native grid."""
-    spec = PreprocessSpec.from_dict(loaded.info.preprocess)
-    x = prepare_input(case.images, spec)
-    target = target_on_model_grid(settings.target, case, spec)
+    check_modalities(case, loaded)
+    prep = loaded.prep()
+    x = prep.prepare(case.images, case.geometry.spacing)
+    target = target_on_model_grid(settings.target, case, prep)
     in_chain = settings.where == FilterPlacement.LAYERS and settings.filter.kind != FilterKind.NONE
     started = time.perf_counter()
 
@@ -111,13 +111,12 @@ def explain_case(case: Case, loaded: LoadedModel, settings: ExplainSettings = Ex
     result, used = run_with_cpu_fallback(run, resolve_device(device), notify)
     seconds = time.perf_counter() - started
     probability = torch.softmax(result.output.detach().float(), dim=1)[0, target.lesion_class]
-    prediction = prediction_from_probability(case, probability.cpu().numpy(), str(used))
-    relevance = relevance_to_native(result.relevance.detach()[0], case.geometry.shape)
+    prediction = prediction_from_probability(case, probability.cpu().numpy(), str(used), prep)
+    relevance = prep.to_native(result.relevance.detach()[0].float().cpu(), case.geometry.shape, Interpolation.MASS)
     provenance = {
         "case": case.case_id,
         "sources": {k: str(v) for k, v in case.sources.items()},
-        "model": {"path": str(loaded.path), "sha256": loaded.sha256, "config": loaded.info.config,
-                  "preprocess": loaded.info.preprocess},
+        "model": loaded.describe(),
         "explanation": settings.describe(),
         "rules_by_layer": result.rules,
         "batchnorm_folded": list(result.folded),

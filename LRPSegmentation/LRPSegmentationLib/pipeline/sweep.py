@@ -77,6 +77,7 @@ def save_example(out_dir: Path, loaded: LoadedModel, result, filt: AmplitudeFilt
     name = f"{Path(loaded.path).stem}_{case.case_id}_{filt.label}.png".replace("[", "_").replace("]", "")
     return save_preview(out_dir / name.replace(",", "-"), case.images, result.filtered(final_filter).normalised,
                         prediction=result.prediction.mask, ground_truth=case.ground_truth, geometry=case.geometry,
+                        modalities=case.modalities,
                         title=f"{case.case_id}: {result.settings.preset}, {filt.label}")
 
 

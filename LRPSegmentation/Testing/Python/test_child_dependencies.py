@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from LRPSegmentationLib.mrml.job import PIP_REQUIREMENTS, SLICER_BUNDLED
+from LRPSegmentationLib.mrml.job import MODEL_REQUIREMENTS, PIP_REQUIREMENTS, SLICER_BUNDLED
 
 MODULE_DIR = Path(__file__).resolve().parents[2]
 FROM_THE_PYTORCH_EXTENSION = ("torch",)
@@ -46,6 +46,6 @@ def test_the_child_imports_only_what_slicer_has_or_the_module_installs(synthetic
     modules = next(line for line in result.stdout.splitlines() if line.startswith("MODULES")).split()[1:]
     assert "LRPSegmentationLib.pipeline.explain_case" in modules and "LRPSegmentationLib.analysis.preview" in modules
     used = set().union(*(third_party_imports(m) for m in modules))
-    allowed = set(SLICER_BUNDLED) | set(PIP_REQUIREMENTS) | set(FROM_THE_PYTORCH_EXTENSION)
+    allowed = set(SLICER_BUNDLED) | set(PIP_REQUIREMENTS) | set(FROM_THE_PYTORCH_EXTENSION) | set(MODEL_REQUIREMENTS)
     assert used - allowed == set(), f"the child imports {sorted(used - allowed)}: add them to PIP_REQUIREMENTS"
     assert {"matplotlib", "safetensors", "torch"} <= used

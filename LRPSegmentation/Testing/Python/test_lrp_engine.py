@@ -215,22 +215,37 @@ def test_canonical_copy_is_cached_until_a_parameter_changes():
 # ---------------------------------------------------------------------------------------------
 
 
-class _Residual(nn.Module):
+class _Division(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1, self.act, self.conv2 = nn.Conv3d(2, 2, 3, padding=1), nn.ReLU(), nn.Conv3d(2, 2, 3, padding=1)
 
     def forward(self, x):
-        return x + self.conv2(self.act(self.conv1(x)))
+        return x / self.conv2(self.act(self.conv1(x)))
 
 
 class _Reused(nn.Module):
-    def __init__(self) -> None:
+    """One activation instance used twice (as MONAI's DynUNet and SegResNet blocks do)."""
+
+    def __init__(self, shared: bool = True) -> None:
         super().__init__()
-        self.conv1, self.act, self.conv2 = nn.Conv3d(2, 2, 3, padding=1), nn.ReLU(), nn.Conv3d(2, 2, 3, padding=1)
+        self.conv1, self.conv2, self.conv3 = (nn.Conv3d(2, 2, 3, padding=1) for _ in range(3))
+        self.act = nn.LeakyReLU(0.1)
+        self.act2 = self.act if shared else nn.LeakyReLU(0.1)
 
     def forward(self, x):
-        return self.conv2(self.act(self.act(self.conv1(x))))
+        return self.conv3(self.act2(self.conv2(self.act(self.conv1(x)))))
+
+
+def test_a_reused_module_instance_is_explained_per_use():
+    torch.manual_seed(0)
+    shared, separate = _Reused().double(), _Reused(shared=False).double()
+    separate.load_state_dict(shared.state_dict())
+    x = _input(shape=(1, 2, 4, 4, 4))
+    e_shared, e_separate = explain(shared, x, lambda out: out), explain(separate, x, lambda out: out)
+    torch.testing.assert_close(e_shared.relevance, e_separate.relevance, rtol=0, atol=0)
+    with pytest.raises(UnsupportedModelError, match="called 2 times in one forward and is a tap"):
+        explain(shared, x, lambda out: out, record_taps=["act"])
 
 
 class _Functional(nn.Module):
@@ -242,10 +257,21 @@ class _Functional(nn.Module):
         return self.conv2(F.relu(self.conv1(x)))
 
 
-class _GroupNormNet(nn.Module):
+class _Scale(nn.Module):
+    """A leaf layer with a parameter the engine has no rule for."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.block = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU())
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class _CustomLayerNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), _Scale(), nn.ReLU())
 
     def forward(self, x):
         return self.block(x)
@@ -254,13 +280,12 @@ class _GroupNormNet(nn.Module):
 @pytest.mark.parametrize(
     ("net", "words"),
     [
-        (_Residual, ["'add'", "residual"]),
-        (_Reused, ["'act'", "called 2 times"]),
+        (_Division, ["'div'", "divides"]),
         (_Functional, ["'relu'", "nn.ReLU"]),
-        (_GroupNormNet, ["'block.1'", "GroupNorm", "no LRP rule"]),
+        (_CustomLayerNet, ["'block.1'", "_Scale", "no LRP rule"]),
         (lambda: nn.Sequential(nn.BatchNorm3d(2), nn.Conv3d(2, 2, 1)), ["'0'", "could not be folded"]),
     ],
-    ids=["residual", "reused", "functional", "unsupported-layer", "unfoldable-bn"],
+    ids=["division", "functional", "unsupported-layer", "unfoldable-bn"],
 )
 def test_unsupported_models_raise_naming_the_layer(net, words):
     x = torch.rand(1, 2, 4, 4, 4)

@@ -38,9 +38,11 @@ _install_torchvision_stand_in()
 import zennit  # noqa: E402  (after the stand-in)
 from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
 from zennit.core import BasicHook, Composite, Stabilizer  # noqa: E402
-from zennit.rules import AlphaBeta, ClampMod, Epsilon, Gamma, Pass, ZBox, ZPlus  # noqa: E402
+from zennit.layer import Sum  # noqa: E402
+from zennit.rules import AlphaBeta, ClampMod, Epsilon, Gamma, Norm, Pass, ZBox, ZPlus  # noqa: E402
 
-__all__ = ["zennit", "zennit_relevance", "paper_zplus", "AlphaBeta", "Epsilon", "Gamma", "Pass", "ZBox", "ZPlus"]
+__all__ = ["zennit", "zennit_relevance", "paper_zplus", "AlphaBeta", "Epsilon", "Gamma", "Norm", "Pass", "Sum", "ZBox",
+           "ZPlus"]
 
 
 def paper_zplus(stabilizer: float) -> BasicHook:
@@ -57,7 +59,8 @@ def paper_zplus(stabilizer: float) -> BasicHook:
         reducer=lambda inputs, gradients: inputs[0] * gradients[0],
     )
 
-ACTIVATIONS = (nn.ReLU, nn.LeakyReLU)
+ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+"""Pass (identity) in zennit: element-wise activations and the input-statistics norms (as the engine)."""
 LINEAR = (nn.Conv3d, nn.ConvTranspose3d)
 
 
@@ -67,9 +70,11 @@ def zennit_relevance(
     start: torch.Tensor,
     linear_rule: Callable[[str], object],
     first_rule: object | None = None,
+    sum_rule: object | None = None,
 ) -> torch.Tensor:
     """Input relevance by zennit: ``linear_rule(name)`` on conv layers (``first_rule`` on the first one),
-    Pass on activations, BatchNorm merged by zennit's own canonizer. ``model`` must be in eval mode."""
+    Pass on activations and norms, ``sum_rule`` on zennit ``Sum`` layers, BatchNorm merged by zennit's own
+    canonizer. ``model`` must be in eval mode."""
     first_name = next(name for name, m in model.named_modules() if isinstance(m, LINEAR))
 
     def module_map(ctx, name, module):
@@ -77,6 +82,8 @@ def zennit_relevance(
             return first_rule if (first_rule is not None and name == first_name) else linear_rule(name)
         if isinstance(module, ACTIVATIONS):
             return Pass()
+        if isinstance(module, Sum) and sum_rule is not None:
+            return sum_rule
         return None
 
     composite = Composite(module_map=module_map, canonizers=[SequentialMergeBatchNorm()])

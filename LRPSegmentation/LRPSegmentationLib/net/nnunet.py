@@ -1,0 +1,279 @@
+"""An nnU-Net v2 trained-model folder as a model: network rebuilt from the plans, nnU-Net's preprocessing.
+
+A trained-model folder (``nnUNetTrainer__nnUNetPlans__3d_fullres``) holds ``plans.json``, ``dataset.json`` and
+``fold_K/checkpoint_final.pth`` (or ``checkpoint_best.pth``). The checkpoint is read with
+``torch.load(weights_only=True)`` (numpy scalars in its training log allowed, nothing else); one that needs more
+is refused. The network is rebuilt from the plans' ``architecture`` entry with ``dynamic-network-architectures``;
+class and layer names are looked up in fixed tables, never imported from the file. Deep supervision is off (the
+full-resolution output), as in nnU-Net's predictor.
+
+Preprocessing of the configuration, as nnU-Net's ``DefaultPreprocessor``: channels in ``dataset.json``'s order,
+axes transposed by ``transpose_forward`` (nnU-Net's arrays are (z, y, x) like ours, spacing reversed from ITK),
+crop to the non-zero bounding box, per-channel normalisation (``ZScoreNormalization`` with or without the
+non-zero mask, ``CTNormalization``, ``NoNormalization``, ``RescaleTo01Normalization``), resampling to the target
+spacing. Differences, documented: resampling is trilinear (nnU-Net: cubic spline, nearest along an anisotropic
+axis), and the whole volume goes through the network once, zero-padded to a multiple of its total stride (nnU-Net:
+Gaussian-weighted sliding windows of ``patch_size``, optional mirroring) -- one forward is what LRP explains.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from LRPSegmentationLib.net.weights import LoadedModel, ModelInfo, WeightsError, file_sha256
+
+CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
+NETWORKS = ("PlainConvUNet", "ResidualEncoderUNet", "ResidualUNet")
+"""dynamic-network-architectures classes a plans file may name (``...architectures.unet.<name>``)."""
+NORMALIZATIONS = ("ZScoreNormalization", "CTNormalization", "NoNormalization", "RescaleTo01Normalization")
+
+
+def is_nnunet_folder(path: Path) -> bool:
+    """A trained-model folder or one of its ``fold_K`` folders (cheap check, no torch)."""
+    path = Path(path)
+    return path.is_dir() and ((path / "plans.json").is_file() or (path.parent / "plans.json").is_file())
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise WeightsError(f"{path}: cannot read ({error}); is this an nnU-Net v2 trained-model folder?") from None
+
+
+def find_checkpoint(path: Path, fold: int | None = None) -> tuple[Path, Path]:
+    """(trained-model folder, checkpoint file) for a trained-model folder or a ``fold_K`` folder."""
+    path = Path(path)
+    root = path if (path / "plans.json").is_file() else path.parent
+    folds = [path] if path != root else ([root / f"fold_{fold}"] if fold is not None else
+                                         sorted(p for p in root.glob("fold_*") if p.is_dir()))
+    for folder in folds:
+        for name in CHECKPOINTS:
+            if (folder / name).is_file():
+                return root, folder / name
+    raise WeightsError(f"{path}: no fold_K/{' or '.join(CHECKPOINTS)} found; train a fold first or give its folder.")
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The checkpoint dict via ``torch.load(weights_only=True)``, numpy scalars allowed; refuses anything else."""
+    import pickle
+
+    import torch
+
+    core = getattr(np, "_core", None) or np.core
+    allowed = [core.multiarray.scalar, np.dtype] + [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64)]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        why = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else repr(error))
+        raise WeightsError(f"{path}: refused, it does not load with torch.load(weights_only=True) ({why[:200]}). "
+                           "Re-save only {'network_weights': ...} with torch.save in a trusted environment.") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("network_weights"), dict):
+        raise WeightsError(f"{path}: not an nnU-Net v2 checkpoint (no 'network_weights').")
+    return checkpoint
+
+
+def configuration(plans: dict, name: str, path: Path) -> dict:
+    """The plans' configuration ``name`` with ``inherits_from`` resolved."""
+    configs = plans.get("configurations", {})
+    if name not in configs:
+        raise WeightsError(f"{path}: plans.json has no configuration {name!r} (has {', '.join(configs)}).")
+    config = dict(configs[name])
+    parent = config.get("inherits_from")
+    return {**configuration(plans, parent, path), **config} if parent else config
+
+
+def _torch_op(name: str | None):
+    """A torch.nn layer class named by the plans (``torch.nn.modules.conv.Conv3d`` -> ``nn.Conv3d``), or None."""
+    from torch import nn
+
+    if name is None:
+        return None
+    short = str(name).rsplit(".", 1)[-1]
+    op = getattr(nn, short, None)
+    if not (isinstance(op, type) and issubclass(op, nn.Module)):
+        raise WeightsError(f"plans.json names the layer {name!r}, which is not a torch.nn layer.")
+    return op
+
+
+def build_network(config: dict, in_channels: int, classes: int, path: Path):
+    """The dynamic-network-architectures network of a plans configuration (new or pre-2.3 plans format)."""
+    from torch import nn
+
+    try:
+        from dynamic_network_architectures.architectures import unet
+    except ImportError:
+        raise WeightsError(f"{path}: nnU-Net models need 'dynamic-network-architectures': pip install --no-deps "
+                           "dynamic-network-architectures einops (see the README).") from None
+    arch = config.get("architecture")
+    if arch is not None:
+        name = str(arch.get("network_class_name", "")).rsplit(".", 1)[-1]
+        kwargs = dict(arch.get("arch_kwargs", {}))
+        for key in arch.get("_kw_requires_import", ()):
+            kwargs[key] = _torch_op(kwargs.get(key))
+    else:  # nnU-Net v2 < 2.3 plans: PlainConvUNet parameters at the top of the configuration
+        name = config.get("UNet_class_name", "PlainConvUNet")
+        kernels = config["conv_kernel_sizes"]
+        conv = nn.Conv3d if len(kernels[0]) == 3 else nn.Conv2d
+        base, top = config["UNet_base_num_features"], config["unet_max_num_features"]
+        kwargs = dict(n_stages=len(kernels), conv_op=conv, kernel_sizes=kernels, strides=config["pool_op_kernel_sizes"],
+                      features_per_stage=[min(base * 2 ** i, top) for i in range(len(kernels))],
+                      n_conv_per_stage=config["n_conv_per_stage_encoder"],
+                      n_conv_per_stage_decoder=config["n_conv_per_stage_decoder"], conv_bias=True,
+                      norm_op=nn.InstanceNorm3d if conv is nn.Conv3d else nn.InstanceNorm2d,
+                      norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None, dropout_op_kwargs=None,
+                      nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True})
+        if name == "ResidualEncoderUNet":
+            kwargs["n_blocks_per_stage"] = kwargs.pop("n_conv_per_stage")
+    if name not in NETWORKS:
+        raise WeightsError(f"{path}: network class {name!r} is not one of {', '.join(NETWORKS)}.")
+    try:
+        return getattr(unet, name)(input_channels=in_channels, num_classes=classes, deep_supervision=False, **kwargs)
+    except (TypeError, ValueError, KeyError, AssertionError) as error:
+        raise WeightsError(f"{path}: cannot build {name} from the plans ({error}).") from None
+
+
+def total_stride(config: dict) -> tuple[int, ...]:
+    """Per-axis product of the encoder strides: the input must be a multiple of it."""
+    arch = config.get("architecture")
+    strides = arch["arch_kwargs"]["strides"] if arch is not None else config["pool_op_kernel_sizes"]
+    return tuple(int(np.prod([s[a] if isinstance(s, (list, tuple)) else s for s in strides]))
+                 for a in range(len(config["patch_size"])))
+
+
+@dataclass
+class NnunetPreprocessor:
+    """nnU-Net v2 preprocessing of one configuration (module docstring) and its inverse for model-grid arrays.
+
+    Stateful per case: :meth:`prepare` records the crop box and shapes that :meth:`to_native` and
+    :meth:`mask_to_model` use for the same case (the pipeline handles one case at a time)."""
+
+    transpose_forward: tuple[int, ...]
+    spacing: tuple[float, ...]  # target spacing, in transposed axis order
+    schemes: tuple[str, ...]
+    use_mask: tuple[bool, ...]
+    intensity: tuple[dict, ...]
+    multiple: tuple[int, ...]
+    _layout: dict = field(default_factory=dict, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {"transpose_forward": list(self.transpose_forward), "spacing": list(self.spacing),
+                "normalization_schemes": list(self.schemes), "use_mask_for_norm": list(self.use_mask),
+                "pad_multiple": list(self.multiple)}
+
+    def prepare(self, images: np.ndarray, spacing: tuple[float, float, float]):
+        import torch
+
+        from LRPSegmentationLib.net.preprocess import resize
+
+        axes = self.transpose_forward
+        data = np.transpose(np.asarray(images, dtype=np.float32), (0, *[a + 1 for a in axes]))
+        native_spacing = tuple(float(spacing[::-1][a]) for a in axes)  # ITK (x, y, z) -> array (z, y, x)
+        nonzero = np.any(data != 0, axis=0)
+        if nonzero.any():
+            box = [(int(i.min()), int(i.max()) + 1) for i in np.nonzero(nonzero)]
+        else:
+            box = [(0, s) for s in nonzero.shape]
+        crop = tuple(slice(a, b) for a, b in box)
+        data, mask = data[(slice(None), *crop)], nonzero[crop]
+        data = np.stack([self._normalise(c, channel, mask) for c, channel in enumerate(data)])
+        shape = tuple(max(1, int(round(s * o / t))) for s, o, t in zip(data.shape[1:], native_spacing, self.spacing))
+        data = resize(data, shape)
+        pads = [(0, (-s) % m) for s, m in zip(shape, self.multiple)]
+        data = np.pad(data, [(0, 0), *pads])
+        self._layout = {"native": tuple(images.shape[1:]), "transposed": nonzero.shape, "crop": crop,
+                        "cropped": mask.shape, "grid": shape, "pads": pads}
+        return torch.from_numpy(np.ascontiguousarray(data))[None]
+
+    def _normalise(self, c: int, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        scheme, props = self.schemes[c], self.intensity[c] if c < len(self.intensity) else {}
+        image = image.astype(np.float32)
+        if scheme == "NoNormalization":
+            return image
+        if scheme == "RescaleTo01Normalization":
+            low, high = float(image.min()), float(image.max())
+            return (image - low) / max(high - low, 1e-8)
+        if scheme == "CTNormalization":
+            image = np.clip(image, props["percentile_00_5"], props["percentile_99_5"])
+            return (image - props["mean"]) / max(props["std"], 1e-8)
+        if self.use_mask[c]:
+            out = np.zeros_like(image)
+            values = image[mask]
+            if values.size:
+                out[mask] = (values - values.mean()) / max(float(values.std()), 1e-8)
+            return out
+        return (image - image.mean()) / max(float(image.std()), 1e-8)
+
+    def _check(self, native_shape) -> dict:
+        if self._layout.get("native") != tuple(native_shape):
+            raise ValueError("NnunetPreprocessor: prepare() the case before mapping its arrays back.")
+        return self._layout
+
+    def to_native(self, array, native_shape, interpolation=None) -> np.ndarray:
+        """A model-grid (D, H, W) or (C, D, H, W) array back: crop the padding, resample to the cropped shape,
+        place into the non-zero box (zeros outside), transpose back."""
+        from LRPSegmentationLib.net.preprocess import Interpolation, resize
+
+        layout = self._check(native_shape)
+        array = np.asarray(array, dtype=np.float32)
+        grid = layout["grid"]
+        array = array[..., : grid[0], : grid[1], : grid[2]]
+        array = resize(array, layout["cropped"], interpolation or Interpolation.LINEAR)
+        lead = array.shape[:-3]
+        full = np.zeros((*lead, *layout["transposed"]), dtype=np.float32)
+        full[(Ellipsis, *layout["crop"])] = array
+        back = np.argsort(self.transpose_forward)
+        return np.transpose(full, (*range(len(lead)), *[len(lead) + a for a in back]))
+
+    def mask_to_model(self, mask: np.ndarray, native_shape) -> np.ndarray:
+        from LRPSegmentationLib.net.preprocess import Interpolation, resize
+
+        layout = self._check(native_shape)
+        mask = np.transpose(np.asarray(mask, dtype=np.float32), self.transpose_forward)[layout["crop"]]
+        mask = resize(mask, layout["grid"], Interpolation.NEAREST) > 0.5
+        return np.pad(mask, layout["pads"])
+
+
+def load_nnunet(path: Path | str, device: str | Any = "cpu", fold: int | None = None) -> LoadedModel:
+    """Rebuild an nnU-Net v2 trained model (module docstring), eval mode on ``device``."""
+    root, checkpoint_path = find_checkpoint(Path(path), fold)
+    plans, dataset = _read_json(root / "plans.json"), _read_json(root / "dataset.json")
+    checkpoint = load_checkpoint(checkpoint_path)
+    init = checkpoint.get("init_args") or {}
+    name = init.get("configuration") or root.name.rsplit("__", 1)[-1]
+    config = configuration(plans, name, root / "plans.json")
+    channels = dataset.get("channel_names") or dataset.get("modality") or {}
+    modalities = [str(channels[k]) for k in sorted(channels, key=int)]
+    labels = dataset.get("labels", {})
+    if any(isinstance(v, (list, tuple)) for v in labels.values()):
+        raise WeightsError(f"{root}: region-based nnU-Net models (sigmoid outputs) are not supported; train with "
+                           "plain labels.")
+    network = build_network(config, len(modalities), len(labels), root)
+    result = network.load_state_dict(checkpoint["network_weights"], strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise WeightsError(f"{checkpoint_path}: the weights do not fit the network of the plans (missing "
+                           f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}).")
+    schemes = tuple(config.get("normalization_schemes", ["ZScoreNormalization"] * len(modalities)))
+    unknown = sorted(set(schemes) - set(NORMALIZATIONS))
+    if unknown:
+        raise WeightsError(f"{root}: normalisation scheme(s) {unknown} not supported ({', '.join(NORMALIZATIONS)}).")
+    properties = plans.get("foreground_intensity_properties_per_channel", {})
+    prep = NnunetPreprocessor(
+        transpose_forward=tuple(plans.get("transpose_forward", (0, 1, 2))), spacing=tuple(config["spacing"]),
+        schemes=schemes, use_mask=tuple(config.get("use_mask_for_norm", [False] * len(modalities))),
+        intensity=tuple(properties.get(str(c), {}) for c in range(len(modalities))), multiple=total_stride(config))
+    lesion = sorted(v for k, v in labels.items() if k != "background" and isinstance(v, int))
+    info = ModelInfo(config={"configuration": name, "plans": plans.get("plans_name"),
+                             "trainer": checkpoint.get("trainer_name"), "fold": checkpoint_path.parent.name,
+                             "network": type(network).__name__, "labels": labels},
+                     preprocess=prep.describe(), modalities=modalities)
+    return LoadedModel(model=network.eval().to(device), info=info, path=checkpoint_path,
+                       sha256=file_sha256(checkpoint_path), preprocessor=prep, kind="nnunet",
+                       lesion_class=int(lesion[0]) if lesion else 1)
