@@ -43,7 +43,9 @@ class TargetKind(Enum):
     """What is explained: the starting relevance put on the logits (signs in :mod:`LRPSegmentationLib.lrp.targets`)."""
 
     LESION_LOGITS = "lesion-logits"
-    """Lesion-class logit on the predicted lesion, zero elsewhere (default)."""
+    """Lesion-class logit on the predicted lesion, zero elsewhere (default). Where the model predicts no lesion
+    voxel: the lesion logit weighted by the lesion probability relative to its maximum (where the model saw
+    lesion evidence), with :data:`NO_LESION_NOTE`."""
     PROBABILITY = "probability"
     """Lesion logit times the softmax lesion probability, on every voxel (a soft lesion mask)."""
     EQUAL = "equal"
@@ -71,6 +73,13 @@ PANEL_TARGETS: tuple[TargetKind, ...] = tuple(k for k in TargetKind if k not in 
 """The targets the Slicer panel offers (each needs only the case and, for false-positive/negative, its truth)."""
 
 DEFAULT_TARGET = TargetKind.LESION_LOGITS
+
+NO_LESION_NOTE = "no lesion predicted: showing lesion evidence"
+"""The one-line note of an explanation whose default target found no predicted lesion (CLI output, scores.json,
+provenance, the Slicer panel)."""
+
+FALSE_NEGATIVE_HINT = "with the ground truth, target 'false-negative' explains the missed lesion"
+"""Appended to :data:`NO_LESION_NOTE` when the case has a ground truth."""
 
 PRESET_NAMES: tuple[str, ...] = (
     "epsilon", "epsilon-zb", "epsilon-zplus", "zplus", "epsilon-alpha1beta0", "epsilon-gamma-zb", "paper",

@@ -38,7 +38,7 @@ from LRPSegmentationLib.data.caseio import load_case, read_volume
 from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.mrml import display, nodes, tables
-from LRPSegmentationLib.pipeline.outputs import MASK_FILE, relevance_file
+from LRPSegmentationLib.pipeline.outputs import MASK_FILE, read_note, relevance_file
 
 SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("modality", "Modality"),
@@ -139,13 +139,14 @@ class LiveExplanation:
                  ground_truth: np.ndarray | None = None, prediction: np.ndarray | None = None,
                  backgrounds: Mapping[str, Any] | None = None, reference=None,
                  normalization: RelevanceNormalization | str = RelevanceNormalization.PER_CHANNEL,
-                 max_layer_results: int = 8) -> None:
+                 max_layer_results: int = 8, note: str | None = None) -> None:
         relevance = np.asarray(relevance, dtype=np.float32)
         expected = (len(MODALITIES), *geometry.shape)
         for name, array in (("relevance", relevance), ("images", np.asarray(images))):
             if array.shape != expected:
                 raise LiveError(f"{name} has shape {array.shape}; expected {expected} (six modalities on the grid).")
         self.scene = scene
+        self.note = note  # one line for the panel, e.g. "no lesion predicted: showing lesion evidence"
         self.relevance = relevance
         self.geometry = geometry
         self.normalization = RelevanceNormalization(normalization)
@@ -184,7 +185,7 @@ class LiveExplanation:
         case = explanation.case
         return cls(scene, explanation.relevance, case.images, case.geometry, ground_truth=case.ground_truth,
                    prediction=explanation.prediction.mask, backgrounds=backgrounds, reference=reference,
-                   normalization=explanation.settings.normalization)
+                   normalization=explanation.settings.normalization, note=explanation.note)
 
     @classmethod
     def import_run(cls, scene, request, backgrounds: Mapping[str, Any], current: LiveExplanation | None = None,
@@ -213,7 +214,7 @@ class LiveExplanation:
         if relevance.shape[1:] != case.geometry.shape:
             raise LiveError(f"The relevance maps in {out_dir} do not match the grid of {case_dir}; run again.")
         return cls(scene, relevance, case.images, case.geometry, ground_truth=case.ground_truth,
-                   prediction=prediction, backgrounds=backgrounds, reference=reference)
+                   prediction=prediction, backgrounds=backgrounds, reference=reference, note=read_note(out_dir))
 
     # --------------------------------------------------------------------------------------------- live path
     def apply(self, filt: AmplitudeFilter | str | None = None) -> ExplanationScores:

@@ -40,12 +40,13 @@ class Progress:
 # --------------------------------------------------------------------------------------------- commands
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from LRPSegmentationLib.data.synthetic import generate_dataset
+    from LRPSegmentationLib.data.synthetic import default_family, generate_dataset
     from LRPSegmentationLib.net.preprocess import parse_size
 
     shape = parse_size(args.shape) if args.shape else None
-    folders = generate_dataset(Path(args.out), args.count, args.seed, start=args.start, shape=shape)
-    print(f"wrote {len(folders)} synthetic case(s) to {args.out}")
+    family = args.family or default_family()
+    folders = generate_dataset(Path(args.out), args.count, args.seed, start=args.start, shape=shape, family=family)
+    print(f"wrote {len(folders)} synthetic {family} case(s) to {args.out}")
     return 0
 
 
@@ -63,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = with_overrides(
         config, epochs=args.epochs, learning_rate=args.lr, cosine_schedule=args.cosine_schedule,
         batch_size=args.batch_size,
-        loss=LossKind(args.loss) if args.loss else None, augment=args.augment,
+        loss=LossKind(args.loss) if args.loss else None, augment=args.augment, randomise=args.randomise,
         validation_fraction=args.validation_fraction, amp=args.amp, seed=args.seed, base_width=args.base_width,
         preprocess=preprocess)
 
@@ -73,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"held-out {held}", file=sys.stderr, flush=True)
 
     result = train(args.data_dir, args.out, config, device=args.device, resume=args.resume,
-                   preset_name=args.preset, progress=report)
+                   preset_name=args.preset, progress=report, init=args.init)
     from LRPSegmentationLib.net.weights import read_metadata
 
     metrics = read_metadata(result.model_path).metrics
@@ -129,7 +130,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from LRPSegmentationLib.data.modalities import MODALITIES
     from LRPSegmentationLib.net.weights import load_model
     from LRPSegmentationLib.pipeline.explain_case import explain_case
-    from LRPSegmentationLib.pipeline.outputs import ResultWriter, relevance_file
+    from LRPSegmentationLib.pipeline.outputs import PROVENANCE_FILE, SCORES_FILE, ResultWriter, relevance_file
 
     progress = Progress(args.progress)
     progress("load", 0.05, f"reading {args.case}")
@@ -149,9 +150,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for channel, modality in enumerate(MODALITIES):
             out.volume(relevance_file(modality), result.relevance[channel], case.geometry)
             out.volume(relevance_file(modality, filtered=True), filtered.normalised[channel], case.geometry)
-        out.json("scores.json", {"case": case.case_id, "dice": result.prediction.dice, **scores.to_dict()})
+        out.json(SCORES_FILE, {"case": case.case_id, "dice": result.prediction.dice, "note": result.note,
+                               **scores.to_dict()})
         write_csv(out.path("scores.csv"), [{"case": case.case_id, **row} for row in scores.to_rows()])
-        out.json("provenance.json", {**result.provenance, "in_chain_removed_fraction": result.tap_removed,
+        out.json(PROVENANCE_FILE, {**result.provenance, "in_chain_removed_fraction": result.tap_removed,
                                      "final_map": filtered.describe()})
         save_preview(out.path("preview.png"), case.images, filtered.normalised, prediction=result.prediction.mask,
                      ground_truth=case.ground_truth, spacing=case.geometry.spacing,
@@ -160,7 +162,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     dice = "no ground truth" if result.prediction.dice is None else f"Dice {result.prediction.dice:.3f}"
     gt = "-" if total.gt_inclusivity is None else f"{total.gt_inclusivity:.3f}"
     progress("done", 1.0, f"{case.case_id}: {dice}; mean D(LRP,x) {total.input_inclusivity:.3f}, "
-                          f"D(LRP,y_OT) {gt}, conservation {result.conservation:.3f}")
+                          f"D(LRP,y_OT) {gt}, conservation {result.conservation:.3f}"
+                          + (f" ({result.note})" if result.note else ""))
     return 0
 
 
@@ -228,29 +231,47 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Dice of a model on case folders and/or freshly generated synthetic cases (held out by construction)."""
+    """Dice, lesion-wise detection and healthy-case false positives of a model, per generator family and lesion
+    size class, on case folders and/or freshly generated synthetic cases (held out by construction)."""
     import numpy as np
 
+    from LRPSegmentationLib.analysis.evaluation import markdown_table, score_case, summarise
     from LRPSegmentationLib.data.caseio import load_case
-    from LRPSegmentationLib.data.synthetic import dataset_seeds, generate_case
+    from LRPSegmentationLib.data.synthetic import EXPLANATION_FILE, dataset_seeds, evaluation_families, generate_case
     from LRPSegmentationLib.net.predict import predict_case
     from LRPSegmentationLib.net.weights import load_model
 
     loaded = load_model(args.model)
-    cases = [load_case(folder) for folder in collect_cases(args.cases)] if args.cases else []
-    for seed in dataset_seeds(args.seed, args.synthetic) if args.synthetic else []:
-        cases.append(generate_case(seed).to_case())
+    cases = []  # (case, family)
+    for folder in collect_cases(args.cases) if args.cases else []:
+        info_path = Path(folder) / EXPLANATION_FILE
+        family = json.loads(info_path.read_text()).get("family", "procedural") if info_path.is_file() else "folders"
+        cases.append((load_case(folder), family))
+    for family in evaluation_families(args.family) if args.synthetic else []:
+        for seed in dataset_seeds(args.seed, args.synthetic):
+            cases.append((generate_case(seed, family=family).to_case(f"{family}-{seed}"), family))
     if not cases:
         raise ValueError("Nothing to evaluate: give case folders and/or --synthetic N.")
-    scores = {}
-    for case in cases:
-        scores[case.case_id] = predict_case(case, loaded, args.device).dice
-        print(f"{case.case_id}: Dice {scores[case.case_id]:.4f}" if scores[case.case_id] is not None
-              else f"{case.case_id}: no ground truth", file=sys.stderr, flush=True)
-    values = [v for v in scores.values() if v is not None]
-    print(json.dumps({"model": str(loaded.path), "model_sha256": loaded.sha256, "cases": len(values),
-                      "mean_dice": float(np.mean(values)) if values else None,
-                      "min_dice": float(np.min(values)) if values else None, "dice": scores}, indent=2))
+    records, scores = [], {}
+    for case, family in cases:
+        prediction = predict_case(case, loaded, args.device)
+        scores[case.case_id] = prediction.dice
+        if case.ground_truth is not None:
+            record = score_case(case.case_id, family, prediction.mask, case.ground_truth, case.images,
+                                float(np.prod(case.geometry.spacing)) / 1000.0)
+            records.append(record)
+            what = "healthy" if record.healthy else f"Dice {record.dice:.4f}, lesion {record.lesion_ml:.1f} ml"
+            print(f"{case.case_id}: {what}, predicted {record.predicted_ml:.2f} ml", file=sys.stderr, flush=True)
+        else:
+            print(f"{case.case_id}: no ground truth", file=sys.stderr, flush=True)
+    summary = summarise(records)
+    lesion_dice = [r.dice for r in records if r.dice is not None]
+    print(markdown_table(summary), file=sys.stderr)
+    print(json.dumps({"model": str(loaded.path), "model_sha256": loaded.sha256, "cases": len(records),
+                      "mean_dice": float(np.mean(lesion_dice)) if lesion_dice else None,
+                      "min_dice": float(np.min(lesion_dice)) if lesion_dice else None, "dice": scores,
+                      "by_family": summary["families"], "all": summary["all"], "records": summary["cases"]},
+                     indent=2))
     return 0
 
 
@@ -265,10 +286,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's main job: a fresh synthetic case, predicted and explained by the bundled model, with the
     paper's clamp filter C[0, 0.2] on the final map (its Figure 1C)."""
-    from LRPSegmentationLib.data.synthetic import generate_case, write_isles_case
+    from LRPSegmentationLib.data.synthetic import default_family, generate_case, write_isles_case
 
     out = Path(args.out)
-    case_dir = write_isles_case(generate_case(args.seed), out / "case", 1, replace_synthetic=args.overwrite)
+    family = args.family or default_family()
+    case_dir = write_isles_case(generate_case(args.seed, family=family), out / "case", 1,
+                                replace_synthetic=args.overwrite)
     print(f"synthetic case written to {case_dir}", file=sys.stderr)
     explain_args = ["explain", str(case_dir), "--out", str(out / "explanation"), "--device", args.device,
                     "--progress", args.progress, "--filter", "clamp", "--alpha", "0.2"]
@@ -278,6 +301,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------- parser
+
+FAMILY_CHOICES = ("procedural", "anatomy", "ellipsoid")
+"""The synthetic generator families (data.synthetic.FAMILIES; a test ties the two), listed without importing numpy."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lrpseg", description=__doc__)
@@ -302,18 +329,25 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--start", type=int, default=1, help="number of the first case folder")
     synth.add_argument("--shape", help="DxHxW of every case (default: varied ISLES-like grids)")
+    family_help = ("generator family: procedural, anatomy (MNI152 anatomy; needs the 'anatomy' extra) or "
+                   "ellipsoid; default: anatomy where nilearn is installed, else procedural")
+    synth.add_argument("--family", choices=FAMILY_CHOICES, help=family_help)
 
     train = add("train", cmd_train, "train the U-Net on ISLES 2017 or synthetic case folders")
     train.add_argument("data_dir")
     train.add_argument("--out", required=True, help="folder for model.safetensors and the optimizer state")
-    train.add_argument("--preset", choices=("paper", "small"), default="paper",
-                       help="paper: series grid B, 80 epochs, Adam 2e-4 (0.5, 0.9), CE; small: the bundled model's")
+    train.add_argument("--preset", choices=("paper", "small", "robust"), default="paper",
+                       help="paper: series grid B, 80 epochs, Adam 2e-4 (0.5, 0.9), CE; small: the first bundled "
+                            "model's; robust: the bundled model's (domain randomisation, use with --init)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--size", help="A, B, C, X (the paper's series grids), native, or DxHxW")
     train.add_argument("--normalization", choices=options.values(options.IntensityNormalization))
     train.add_argument("--base-width", type=int)
     train.add_argument("--loss", choices=("ce", "dice-ce"))
     train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    train.add_argument("--randomise", action=argparse.BooleanOptionalAction, default=None,
+                       help="domain randomisation on every step (contrast, bias, noise, blur, resolution, flips)")
+    train.add_argument("--init", help="start from this model file's weights (fine-tuning; same architecture)")
     train.add_argument("--validation-fraction", type=float, help="share of cases held out for Dice (e.g. 0.2)")
     train.add_argument("--lr", type=float)
     train.add_argument("--cosine-schedule", action=argparse.BooleanOptionalAction, default=None,
@@ -345,10 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="'paper' (none + the paper's pass and clamp grids) or e.g. 'pass:0.2;clamp:0.1'")
     add_explain_options(sweep, with_filter=False)
 
-    evaluate = add("evaluate", cmd_evaluate, "Dice of a model on case folders and/or fresh synthetic cases")
+    evaluate = add("evaluate", cmd_evaluate, "Dice, lesion detection and healthy-case false positives of a model "
+                                             "per family and lesion size, on case folders and/or fresh synthetic cases")
     evaluate.add_argument("cases", nargs="*", help="case folders, or folders of case folders")
     evaluate.add_argument("--model", help="model file; default: the bundled model")
-    evaluate.add_argument("--synthetic", type=int, default=0, help="also generate N fresh synthetic cases")
+    evaluate.add_argument("--synthetic", type=int, default=0,
+                          help="also generate N fresh synthetic cases of each --family")
+    evaluate.add_argument("--family", action="append", choices=FAMILY_CHOICES,
+                          help="generator family of the synthetic cases (repeat; default: every available family)")
     evaluate.add_argument("--seed", type=int, default=9000, help="dataset seed of the synthetic cases")
     evaluate.add_argument("--device", default="auto")
 
@@ -359,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add("demo", cmd_demo, "generate a synthetic case and run the pipeline on it with the bundled model")
     common(demo, "folder for the synthetic case and all results")
     demo.add_argument("--seed", type=int, default=2017)
+    demo.add_argument("--family", choices=FAMILY_CHOICES, help=family_help)
     return parser
 
 
