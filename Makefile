@@ -20,7 +20,7 @@ $(VENV)/.core: pyproject.toml
 
 # zennit is a test-only reference; --no-deps keeps it from pulling torchvision (and a CUDA torch).
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) -e ".[test]"
+	$(PIP) -e ".[test,anatomy]"
 	$(PIP) --no-deps "zennit>=0.5"
 	touch $@
 

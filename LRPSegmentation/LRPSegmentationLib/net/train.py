@@ -63,7 +63,7 @@ PRESETS: dict[str, TrainConfig] = {
                          cosine_schedule=True),
     # The bundled model since generator version 2: small, with domain randomisation, fine-tuned (--init) from
     # the first bundled model on procedural + anatomy cases (MODEL_CARD.md).
-    "robust": TrainConfig(epochs=5, base_width=8, loss=LossKind.DICE_CROSS_ENTROPY, randomise=True,
+    "robust": TrainConfig(epochs=3, base_width=8, loss=LossKind.DICE_CROSS_ENTROPY, randomise=True,
                           validation_fraction=0.1, learning_rate=5e-4, betas=(0.9, 0.999), cosine_schedule=True),
 }
 
