@@ -242,18 +242,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from LRPSegmentationLib.net.weights import load_model
 
     loaded = load_model(args.model)
-    cases = []  # (case, family)
-    for folder in collect_cases(args.cases) if args.cases else []:
-        info_path = Path(folder) / EXPLANATION_FILE
-        family = json.loads(info_path.read_text()).get("family", "procedural") if info_path.is_file() else "folders"
-        cases.append((load_case(folder), family))
-    for family in evaluation_families(args.family) if args.synthetic else []:
-        for seed in dataset_seeds(args.seed, args.synthetic):
-            cases.append((generate_case(seed, family=family).to_case(f"{family}-{seed}"), family))
-    if not cases:
+    folders = collect_cases(args.cases) if args.cases else []
+    families = evaluation_families(args.family) if args.synthetic else []
+    if not folders and not families:
         raise ValueError("Nothing to evaluate: give case folders and/or --synthetic N.")
+
+    def cases():  # one at a time: (case, family)
+        for folder in folders:
+            info_path = Path(folder) / EXPLANATION_FILE
+            family = json.loads(info_path.read_text()).get("family", "procedural") if info_path.is_file() else "folders"
+            yield load_case(folder), family
+        for family in families:
+            for seed in dataset_seeds(args.seed, args.synthetic):
+                yield generate_case(seed, family=family).to_case(f"{family}-{seed}"), family
+
     records, scores = [], {}
-    for case, family in cases:
+    for case, family in cases():
         prediction = predict_case(case, loaded, args.device)
         scores[case.case_id] = prediction.dice
         if case.ground_truth is not None:

@@ -60,7 +60,7 @@ def test_every_listed_file_exists_once():
     missing = [f for f in listed if not (MODULE_DIR / f).is_file()]
     assert not missing, f"listed in CMake but missing (the configure step would fail): {missing}"
     assert len(listed) == len(set(listed))
-    for required in ("LRPSegmentation.py", "Resources/UI/LRPSegmentation.ui", "LRPSegmentationLib/live.py",
+    for required in ("LRPSegmentation.py", "Resources/UI/LRPSegmentation.ui", "LRPSegmentationLib/mrml/live.py",
                      "Resources/Models/lrpseg-synthetic-b8.safetensors", "Resources/Models/MODEL_CARD.md"):
         assert required in listed, required
     assert [f for f in listed if f.endswith(".py") and "/" not in f] == ["LRPSegmentation.py"]  # one Slicer module
@@ -73,7 +73,7 @@ def test_module_file_stays_a_thin_layer():
     text = MODULE_FILE.read_text(encoding="utf-8")
     assert "numpy" not in text and "np." not in text
     assert "AddNewNodeByClass" not in text and "vtkMatrix4x4" not in text
-    for call in ("LiveExplanation.import_run", "lrpjob.start_explain", "lrpscene.write_case_folder"):
+    for call in ("LiveExplanation.import_run", "lrpjob.start_explain", "case_nodes.write_case_folder"):
         assert call in text, call
 
 
