@@ -125,3 +125,9 @@ def test_evaluate_reports_each_family(tiny_model_file, capsys):
     report = json.loads(captured.out)
     assert list(report["by_family"]) == ["ellipsoid", "procedural"] and report["all"]["cases"] == 4
     assert "| ellipsoid |" in captured.err
+
+
+def test_synth_writes_the_chosen_family(tmp_path, capsys):
+    assert main(["synth", str(tmp_path), "--family", "ellipsoid", "--count", "1", "--shape", "12x48x48"]) == 0
+    assert "ellipsoid" in capsys.readouterr().out
+    assert json.loads((tmp_path / "training_1" / "explanation.json").read_text())["family"] == "ellipsoid"
