@@ -134,3 +134,15 @@ def test_resumed_run_continues_like_an_uninterrupted_one(tiny_dataset, tmp_path)
     a = load_model(straight.model_path).model.state_dict()
     b = load_model(resumed.model_path).model.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_fine_tuning_with_domain_randomisation_records_its_start(tiny_dataset, tiny_model_file, tmp_path):
+    robust = TrainConfig(**{**TINY.__dict__, "randomise": True})
+    result = train(tiny_dataset, tmp_path / "ft", robust, device="cpu", show_bar=False, init=tiny_model_file)
+    assert np.isfinite(result.history[0].loss)
+    start = read_metadata(result.model_path).training["initialised_from"]
+    assert start["sha256"] == load_model(tiny_model_file).sha256
+    assert read_metadata(result.model_path).training["config"]["randomise"] is True
+    with pytest.raises(ValueError, match="architecture differs"):
+        train(tiny_dataset, tmp_path / "wide", TrainConfig(**{**robust.__dict__, "base_width": 4}), device="cpu",
+              show_bar=False, init=tiny_model_file)
