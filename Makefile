@@ -21,7 +21,7 @@ $(VENV)/.core: pyproject.toml
 # zennit is a test-only reference; --no-deps keeps it from pulling torchvision (and a CUDA torch). The peer-network
 # tests need monai (deps: torch, numpy) and dynamic-network-architectures (--no-deps: its timm pulls torchvision).
 $(VENV)/.test: $(VENV)/.core
-	$(PIP) -e ".[test,monai]"
+	$(PIP) -e ".[test,monai,anatomy]"
 	$(PIP) --no-deps "zennit>=0.5" "dynamic-network-architectures>=0.4.4"
 	$(PIP) "einops>=0.6"
 	touch $@

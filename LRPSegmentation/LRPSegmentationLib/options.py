@@ -46,7 +46,9 @@ class TargetKind(Enum):
     """What is explained: the starting relevance put on the logits (signs in :mod:`LRPSegmentationLib.lrp.targets`)."""
 
     LESION_LOGITS = "lesion-logits"
-    """Lesion-class logit on the predicted lesion, zero elsewhere (default)."""
+    """Lesion-class logit on the predicted lesion, zero elsewhere (default). Where the model predicts no lesion
+    voxel: the lesion logit weighted by the lesion probability relative to its maximum (where the model saw
+    lesion evidence), with :data:`NO_LESION_NOTE`."""
     PROBABILITY = "probability"
     """Lesion logit times the softmax lesion probability, on every voxel (a soft lesion mask)."""
     EQUAL = "equal"
@@ -75,6 +77,13 @@ PANEL_TARGETS: tuple[TargetKind, ...] = tuple(k for k in TargetKind if k not in 
 
 DEFAULT_TARGET = TargetKind.LESION_LOGITS
 
+NO_LESION_NOTE = "no lesion predicted: showing lesion evidence"
+"""The one-line note of an explanation whose default target found no predicted lesion (CLI output, scores.json,
+provenance, the Slicer panel)."""
+
+FALSE_NEGATIVE_HINT = "with the ground truth, target 'false-negative' explains the missed lesion"
+"""Appended to :data:`NO_LESION_NOTE` when the case has a ground truth."""
+
 PRESET_NAMES: tuple[str, ...] = (
     "epsilon", "epsilon-zb", "zplus", "epsilon-zplus", "epsilon-alpha1beta0", "epsilon-gamma-zb", "paper",
 )
@@ -87,6 +96,9 @@ the most lesion signal (ADC, Tmax) first, stays near-conserving (0.8-0.9, biases
 no modified forward. Its first layer is input-dependent (never flat), so per-modality shares mean something.
 z+ (the paper's rule) on inputs that LeakyReLU made negative has near-zero denominators and gave conservation
 far from 1 on the trained model (the spiky "noise" the paper describes)."""
+
+GENERATOR_FAMILIES: tuple[str, ...] = ("procedural", "anatomy", "ellipsoid")
+"""The synthetic case generators (``data.synthetic``): procedural, MNI152 anatomy, and the held-out ellipsoid."""
 
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cuda", "cpu")
 """Where the network runs: "auto" takes the GPU when PyTorch sees one, else the CPU."""

@@ -19,12 +19,42 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from LRPSegmentationLib import options
 from LRPSegmentationLib.data.caseio import Case, CaseError, read_volume, write_volume
+from LRPSegmentationLib.data.fields import coordinates as _coordinates
+from LRPSegmentationLib.data.fields import largest_component as _largest_component
+from LRPSegmentationLib.data.fields import smooth_noise as _smooth_noise
+from LRPSegmentationLib.data.fields import top_fraction as _top_fraction
 from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import GROUND_TRUTH, MODALITIES
 
-GENERATOR_VERSION = "1"
-"""Bumped whenever the same seed would give different arrays."""
+GENERATOR_VERSION = "2"
+"""Bumped whenever the same seed would give different arrays (2: the anatomy and ellipsoid families; the
+procedural family's arrays are unchanged since version 1)."""
+
+FAMILIES: tuple[str, ...] = options.GENERATOR_FAMILIES
+"""Generator families: ``procedural`` (this module; no extra dependency), ``anatomy`` (MNI152 tissue maps,
+vascular territories, healthy cases; needs nilearn) and ``ellipsoid`` (simple, made differently; held out of the
+bundled model's training). See :mod:`LRPSegmentationLib.data.families`."""
+
+
+def evaluation_families(requested: list[str] | None = None) -> list[str]:
+    """The families to evaluate: ``requested`` (checked), or every family that can be generated here."""
+    from LRPSegmentationLib.data.anatomy import anatomy_available
+
+    if requested:
+        unknown = [f for f in requested if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"Unknown generator family {unknown[0]!r}: use one of {', '.join(FAMILIES)}.")
+        return list(dict.fromkeys(requested))
+    return [f for f in FAMILIES if f != "anatomy" or anatomy_available()]
+
+
+def default_family() -> str:
+    """``anatomy`` where nilearn is installed, else ``procedural``."""
+    from LRPSegmentationLib.data.anatomy import anatomy_available
+
+    return "anatomy" if anatomy_available() else "procedural"
 
 MODALITY_WEIGHTS: dict[str, float] = {"ADC": 1.0, "MTT": 0.5, "rCBF": 0.3, "rCBV": 0.2, "Tmax": 0.8, "TTP": 0.7}
 """Relative standardised contrast of the infarct core in each modality (deliberately unequal)."""
@@ -85,6 +115,8 @@ class SyntheticCase:
     geometry: Geometry
     explanation: KnownExplanation
     seed: int
+    family: str = "procedural"
+    territories: tuple[str, ...] = ()
 
     def to_case(self, case_id: str | None = None) -> Case:
         """The images and ground truth as a :class:`~.caseio.Case` (what the pipeline takes), without files."""
@@ -92,46 +124,6 @@ class SyntheticCase:
 
 
 # ------------------------------------------------------------------------------------------------ numerics
-
-def _basis(size: int, cells: int) -> np.ndarray:
-    """(size, cells) matrix spreading ``cells`` evenly spaced Gaussian bumps over ``size`` voxels (rows sum to 1)."""
-    position = (np.arange(size) + 0.5) / size * cells - 0.5
-    weights = np.exp(-0.5 * ((position[:, None] - np.arange(cells)[None, :]) / 0.75) ** 2)
-    return weights / weights.sum(axis=1, keepdims=True)
-
-
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], cells: tuple[int, int, int]) -> np.ndarray:
-    """Zero-mean, unit-sd random field varying over about ``cells`` bumps per axis (separable, fast)."""
-    cells = tuple(max(2, int(c)) for c in cells)
-    field = rng.standard_normal(cells)
-    field = field @ _basis(shape[2], cells[2]).T  # (cz, cy, W)
-    field = np.einsum("hj,ajw->ahw", _basis(shape[1], cells[1]), field)  # (cz, H, W)
-    field = np.tensordot(_basis(shape[0], cells[0]), field, axes=(1, 0))  # (D, H, W)
-    field = field - field.mean()
-    return (field / (field.std() + 1e-12)).astype(np.float32)
-
-
-def _coordinates(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised voxel-centre coordinates z, y, x in (-1, 1), broadcastable to ``shape``."""
-    axes = [(2.0 * (np.arange(n, dtype=np.float32) + 0.5) / n - 1.0) for n in shape]
-    return axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask)
-    if count <= 1:
-        return mask.astype(bool)
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
-    return labels == (int(np.argmax(sizes)) + 1)
-
-
-def _top_fraction(score: np.ndarray, allowed: np.ndarray, count: int) -> np.ndarray:
-    """The ``count`` allowed voxels with the highest score."""
-    values = score[allowed]
-    count = int(np.clip(count, 1, values.size))
-    threshold = np.partition(values, values.size - count)[values.size - count]
-    return allowed & (score >= threshold)
-
 
 def _anatomy(rng: np.random.Generator, shape: tuple[int, int, int]):
     """Tissue labels (0 background, CSF, GM, WM, deep GM), brain-relative coordinates and the midline."""
@@ -225,12 +217,23 @@ def generate_case(
     shape: tuple[int, int, int] | None = None,
     spacing: tuple[float, float, float] | None = None,
     direction=None,
+    family: str = "procedural",
 ) -> SyntheticCase:
     """Generate one seeded case (same seed and arguments -> identical arrays).
 
-    ``shape`` is (D, H, W) (None: drawn from :data:`PRESET_GRIDS`); ``spacing`` is ITK (x, y, z) in mm;
-    ``direction`` a 3x3 direction-cosine matrix (row-major, 9 numbers or 3x3), identity when None.
+    ``shape`` is (D, H, W) (None: drawn from :data:`PRESET_GRIDS`, or the family's own grids); ``spacing`` is
+    ITK (x, y, z) in mm; ``direction`` a 3x3 direction-cosine matrix (row-major, 9 numbers or 3x3), identity when
+    None (procedural family only); ``family`` one of :data:`FAMILIES`.
     """
+    if family != "procedural":
+        from LRPSegmentationLib.data import families
+
+        if family not in FAMILIES:
+            raise ValueError(f"Unknown generator family {family!r}: use one of {', '.join(FAMILIES)}.")
+        if direction is not None:
+            raise ValueError(f"The {family} family draws its own head pose; direction is for 'procedural' only.")
+        maker = families.generate_anatomy_case if family == "anatomy" else families.generate_ellipsoid_case
+        return maker(seed, shape=shape, spacing=spacing)
     rng = np.random.default_rng(int(seed))
     shape, spacing = _default_grid(rng, shape, spacing)
     matrix = np.eye(3) if direction is None else np.asarray(direction, dtype=float).reshape(3, 3)
@@ -323,6 +326,8 @@ def write_isles_case(case: SyntheticCase, root: Path | str, number: int, replace
         "generator": "LRPSegmentationLib.data.synthetic",
         "generator_version": GENERATOR_VERSION,
         "seed": case.seed,
+        "family": case.family,
+        "territories": list(case.territories),
         "number": int(number),
         "geometry": case.geometry.to_dict(),
         **case.explanation.to_json(),
@@ -336,7 +341,8 @@ def dataset_seeds(seed: int, count: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(int(count), dtype=np.uint32)]
 
 
-def generate_dataset(root: Path | str, count: int, seed: int, start: int = 1, shape=None) -> list[Path]:
+def generate_dataset(root: Path | str, count: int, seed: int, start: int = 1, shape=None,
+                     family: str = "procedural") -> list[Path]:
     """Write ``count`` cases ``training_<start>`` ... into ``root``; returns the case folders."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}.")
@@ -346,7 +352,7 @@ def generate_dataset(root: Path | str, count: int, seed: int, start: int = 1, sh
         raise FileExistsError(f"{root} already holds {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}; "
                               "choose another folder or another first number (lrpseg synth --start N).")
     return [
-        write_isles_case(generate_case(case_seed, shape=shape), root, start + offset)
+        write_isles_case(generate_case(case_seed, shape=shape, family=family), root, start + offset)
         for offset, case_seed in enumerate(dataset_seeds(seed, count))
     ]
 

@@ -11,6 +11,10 @@ lesion score at the selected voxels". ``contrastive`` puts ``+lesion logit`` on 
 means evidence for lesion over background. ``false-negative`` puts the (small) lesion logit on voxels the
 model missed: positive relevance there shows the lesion evidence the model did see, which was too weak to win.
 
+``lesion-logits`` never fails on an empty prediction: when the model predicts no lesion voxel it puts the
+lesion logit weighted by ``p / max(p)`` (``p`` the softmax lesion probability) on every voxel, i.e. it shows
+where the model saw the most lesion evidence, and :meth:`Target.note` says so (:data:`NO_LESION_NOTE`).
+
 The predicted lesion is ``argmax over classes == lesion_class`` (ties go to the lower class index, i.e. to the
 background for the usual lesion_class 1).
 """
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from LRPSegmentationLib.options import TargetKind, choose
+from LRPSegmentationLib.options import NO_LESION_NOTE, TargetKind, choose
 
 __all__ = ["TargetKind", "Target", "TargetError", "predicted_lesion", "connected_components"]
 
@@ -128,6 +132,14 @@ class Target:
             "ground_truth": _mask_summary(self.ground_truth),
         }
 
+    def shows_evidence(self, logits: torch.Tensor) -> bool:
+        """Whether this target falls back to the lesion evidence on ``logits`` (default target, nothing predicted)."""
+        return self.kind is TargetKind.LESION_LOGITS and not bool(predicted_lesion(logits, self.lesion_class).any())
+
+    def note(self, logits: torch.Tensor) -> str | None:
+        """:data:`NO_LESION_NOTE` when :meth:`start_relevance` shows the lesion evidence on ``logits``, else None."""
+        return NO_LESION_NOTE if self.shows_evidence(logits) else None
+
     def start_relevance(self, logits: torch.Tensor) -> torch.Tensor:
         """Starting relevance, shaped, typed and placed like ``logits`` (N, classes, D, H, W); detached."""
         if not isinstance(logits, torch.Tensor) or logits.ndim != 5:
@@ -145,8 +157,10 @@ class Target:
 
         lesion = logits[:, self.lesion_class]
         start = torch.zeros_like(logits)
-        if kind is TargetKind.PROBABILITY:
+        if kind is TargetKind.PROBABILITY or self.shows_evidence(logits):
             probability = torch.softmax(logits, dim=1)[:, self.lesion_class]
+            if kind is TargetKind.LESION_LOGITS:  # relative, so that a confident "no" still leaves a visible map
+                probability = probability / probability.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-30)
             start[:, self.lesion_class] = lesion * probability
             return self._checked(start, "lesion logit times probability is zero everywhere; try 'whole-output'")
         if kind is TargetKind.VOXEL:
@@ -183,7 +197,7 @@ class Target:
             if not bool(predicted.any()):
                 raise TargetError(
                     f"The model predicts no lesion voxel, so target {kind.value!r} has nothing to explain: choose "
-                    "'whole-output', 'probability', 'voxel' or 'mask' instead."
+                    "'lesion-logits' (shows the lesion evidence), 'probability', 'voxel' or 'mask' instead."
                 )
             return predicted
         if kind is TargetKind.MASK:
@@ -215,8 +229,8 @@ class Target:
         components = connected_components(predicted[0].cpu().numpy())
         if not components:
             raise TargetError(
-                "The model predicts no lesion voxel, so there is no component to explain: choose 'whole-output', "
-                "'voxel' or 'mask' instead."
+                "The model predicts no lesion voxel, so there is no component to explain: choose 'lesion-logits' "
+                "(shows the lesion evidence), 'whole-output', 'voxel' or 'mask' instead."
             )
         if self.voxel is not None:
             self._check_voxel_shape(spatial)

@@ -42,7 +42,7 @@ from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.mrml import case as case_nodes
 from LRPSegmentationLib.mrml import display, nodes, tables
-from LRPSegmentationLib.pipeline.outputs import MASK_FILE, relevance_file
+from LRPSegmentationLib.pipeline.outputs import MASK_FILE, read_note, relevance_file
 
 SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("modality", "Modality"),
@@ -156,13 +156,15 @@ class LiveExplanation:
                  ground_truth: np.ndarray | None = None, prediction: np.ndarray | None = None,
                  backgrounds: Mapping[str, Any] | None = None, reference=None,
                  normalization: RelevanceNormalization | str = RelevanceNormalization.PER_CHANNEL,
-                 max_layer_results: int = 8, output_relevance_sum: float | None = None) -> None:
+                 max_layer_results: int = 8, output_relevance_sum: float | None = None,
+                 note: str | None = None) -> None:
         relevance = np.asarray(relevance, dtype=np.float32)
         expected = (len(MODALITIES), *geometry.shape)
         for name, array in (("relevance", relevance), ("images", np.asarray(images))):
             if array.shape != expected:
                 raise LiveError(f"{name} has shape {array.shape}; expected {expected} (six modalities on the grid).")
         self.scene = scene
+        self.note = note  # one line for the panel, e.g. "no lesion predicted: showing lesion evidence"
         self.relevance = relevance
         self.geometry = geometry
         self.output_relevance_sum = None if output_relevance_sum is None else float(output_relevance_sum)
@@ -209,7 +211,7 @@ class LiveExplanation:
         return cls(scene, explanation.relevance, case.images, case.geometry, ground_truth=case.ground_truth,
                    prediction=explanation.prediction.mask, backgrounds=backgrounds, reference=reference,
                    normalization=explanation.settings.normalization,
-                   output_relevance_sum=explanation.start_relevance_sum)
+                   output_relevance_sum=explanation.start_relevance_sum, note=explanation.note)
 
     @classmethod
     def import_run(cls, scene, request, backgrounds: Mapping[str, Any], current: LiveExplanation | None = None,
@@ -245,7 +247,7 @@ class LiveExplanation:
         start_sum = json.loads(provenance.read_text()).get("start_relevance_sum") if provenance.is_file() else None
         return cls(scene, relevance, case.images, case.geometry, ground_truth=case.ground_truth,
                    prediction=prediction, backgrounds=backgrounds, reference=reference,
-                   output_relevance_sum=start_sum)
+                   output_relevance_sum=start_sum, note=read_note(out_dir))
 
     @classmethod
     def from_scene(cls, scene) -> LiveExplanation | None:

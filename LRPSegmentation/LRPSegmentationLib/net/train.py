@@ -39,7 +39,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.9)
     batch_size: int = 1
     loss: LossKind = LossKind.CROSS_ENTROPY
-    augment: bool = False
+    augment: bool = False  # light: left-right flips, intensity scaling, noise
+    randomise: bool = False  # domain randomisation on every step (LRPSegmentationLib.data.randomise); wins over augment
     validation_fraction: float = 0.0
     amp: bool = True  # mixed precision, CUDA only
     seed: int = 0
@@ -60,6 +61,10 @@ PRESETS: dict[str, TrainConfig] = {
     "small": TrainConfig(epochs=25, base_width=8, loss=LossKind.DICE_CROSS_ENTROPY, augment=True,
                          validation_fraction=0.2, learning_rate=1e-3, betas=(0.9, 0.999),
                          cosine_schedule=True),
+    # The bundled model since generator version 2: small, with domain randomisation, fine-tuned (--init) from
+    # the first bundled model on procedural + anatomy cases (MODEL_CARD.md).
+    "robust": TrainConfig(epochs=3, base_width=8, loss=LossKind.DICE_CROSS_ENTROPY, randomise=True,
+                          validation_fraction=0.1, learning_rate=5e-4, betas=(0.9, 0.999), cosine_schedule=True),
 }
 
 
@@ -112,6 +117,15 @@ def augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tup
     scale = 1.0 + 0.1 * (2 * torch.rand((x.shape[0], x.shape[1], 1, 1, 1), generator=generator) - 1)
     noise = 0.02 * torch.randn(x.shape, generator=generator)
     return x * scale + noise * (x != 0), y
+
+
+def randomise_batch(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Domain randomisation of each item of a batch, seeded from ``generator`` (so a resumed run repeats it)."""
+    from LRPSegmentationLib.data.randomise import randomise_sample
+
+    views = [randomise_sample(np.random.default_rng(int(torch.randint(2**31 - 1, (), generator=generator))),
+                              x[i].numpy(), y[i].numpy()) for i in range(x.shape[0])]
+    return torch.from_numpy(np.stack([v[0] for v in views])), torch.from_numpy(np.stack([v[1] for v in views]))
 
 
 def epoch_learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -189,11 +203,12 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, generator: torc
 
 
 def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESETS["paper"], *,
-          device: str = "auto", resume: bool = False, preset_name: str = "custom",
+          device: str = "auto", resume: bool = False, preset_name: str = "custom", init: Path | str | None = None,
           progress: Callable[[EpochReport], None] | None = None, show_bar: bool = True) -> TrainResult:
     """Train on every case folder of ``data_dir``; writes ``model.safetensors`` (+ optimizer state) to ``out_dir``.
 
-    The checkpoint is rewritten after each epoch, so an interrupted run resumes with ``resume=True``.
+    The checkpoint is rewritten after each epoch, so an interrupted run resumes with ``resume=True``. ``init``
+    starts from the weights of a model file of the same architecture (fine-tuning) instead of random ones.
     """
     from tqdm.auto import tqdm
 
@@ -218,6 +233,14 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=config.betas)
     model_path, optimizer_path = out_dir / "model.safetensors", out_dir / "optimizer.safetensors"
     start_epoch = 0
+    initialised_from = None
+    if init is not None and not resume:
+        start = load_model(init, target_device)
+        if start.info.config != model.config.to_dict():
+            raise ValueError(f"{init}: its architecture differs from this run's (--base-width); choose a matching "
+                             "model to start from.")
+        model.load_state_dict(start.model.state_dict())
+        initialised_from = {"path": str(start.path), "sha256": start.sha256}
     if resume:
         if not (model_path.is_file() and optimizer_path.is_file()):
             raise ValueError(f"{out_dir}: nothing to resume (model.safetensors and optimizer.safetensors missing).")
@@ -225,6 +248,7 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
         if previous.info.config != model.config.to_dict():
             raise ValueError(f"{model_path}: its architecture differs from this run's; resume with the same options.")
         model.load_state_dict(previous.model.state_dict())
+        initialised_from = previous.info.training.get("initialised_from")
         start_epoch = load_optimizer(optimizer, optimizer_path, generator)
 
     use_amp = config.amp and target_device.type == "cuda"
@@ -240,6 +264,7 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
             "train_cases": [c.case_id for c in train_cases],
             "validation_cases": [c.case_id for c in held_cases],
             "device": str(target_device),
+            "initialised_from": initialised_from,
             "package_version": __version__,
             "torch_version": torch.__version__,
         },
@@ -257,7 +282,9 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
         for batch in bar:
             x = torch.cat([samples[i][0] for i in batch])
             y = torch.cat([samples[i][1] for i in batch])
-            if config.augment:
+            if config.randomise:
+                x, y = randomise_batch(x, y, generator)
+            elif config.augment:
                 x, y = augment(x, y, generator)
             x, y = x.to(target_device), y.to(target_device)
             with torch.autocast(target_device.type, enabled=use_amp):

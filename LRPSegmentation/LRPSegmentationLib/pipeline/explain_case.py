@@ -22,7 +22,14 @@ from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
 from LRPSegmentationLib.net.predict import Prediction, check_modalities, prediction_from_probability
 from LRPSegmentationLib.net.preprocess import Interpolation, PreprocessSpec, ResizePreprocessor
 from LRPSegmentationLib.net.weights import LoadedModel
-from LRPSegmentationLib.options import DEFAULT_PRESET, FilterKind, FilterPlacement, RelevanceNormalization, TargetKind
+from LRPSegmentationLib.options import (
+    DEFAULT_PRESET,
+    FALSE_NEGATIVE_HINT,
+    FilterKind,
+    FilterPlacement,
+    RelevanceNormalization,
+    TargetKind,
+)
 
 RELEVANCE_GRID = ("computed on the model grid, mapped to the native grid by the model's preprocessor with "
                   "mass-preserving trilinear resampling (padding cropped; for nnU-Net also un-cropping and "
@@ -59,6 +66,7 @@ class CaseExplanation:
     start_relevance_sum: float
     tap_removed: dict[str, float]  # in-chain taps: share of |relevance| each filter removed
     provenance: dict[str, Any]
+    note: str | None = None  # one line for the user, e.g. NO_LESION_NOTE when the default target found no lesion
 
     def filtered(self, filt: AmplitudeFilter | None = None):
         """The final map under ``filt`` (default: the settings' filter when it acts on the output)."""
@@ -113,8 +121,14 @@ def explain_case(case: Case, loaded: LoadedModel, settings: ExplainSettings = Ex
     probability = torch.softmax(result.output.detach().float(), dim=1)[0, target.lesion_class]
     prediction = prediction_from_probability(case, probability.cpu().numpy(), str(used), prep)
     relevance = prep.to_native(result.relevance.detach()[0].float().cpu(), case.geometry.shape, Interpolation.MASS)
+    note = target.note(result.output.detach())
+    if note and case.ground_truth is not None and case.ground_truth.any():
+        note = f"{note}; {FALSE_NEGATIVE_HINT}"
+    if note and notify:
+        notify(note)
     provenance = {
         "case": case.case_id,
+        "note": note,
         "sources": {k: str(v) for k, v in case.sources.items()},
         "model": loaded.describe(),
         "explanation": settings.describe(),
@@ -130,4 +144,4 @@ def explain_case(case: Case, loaded: LoadedModel, settings: ExplainSettings = Ex
     }
     taps = {name: record.removed_fraction for name, record in result.taps.items() if record.filtered}
     return CaseExplanation(case, relevance.astype(np.float32), prediction, settings, float(result.conservation),
-                           float(result.start_sum), taps, provenance)
+                           float(result.start_sum), taps, provenance, note)

@@ -16,11 +16,24 @@ from LRPSegmentationLib.data.geometry import Geometry
 
 PROBABILITY_FILE = "prediction_probability.nii.gz"
 MASK_FILE = "prediction_mask.nii.gz"
+SCORES_FILE = "scores.json"
+PROVENANCE_FILE = "provenance.json"
 
 
 def relevance_file(modality: str, filtered: bool = False) -> str:
     """Name of a modality's relevance map in a result folder: raw, or filtered and normalised to [-1, 1]."""
     return f"relevance_{modality}{'_filtered' if filtered else ''}.nii.gz"
+
+
+def read_note(out_dir: Path | str) -> str | None:
+    """The one-line note of an explanation run (e.g. "no lesion predicted: showing lesion evidence"), read from
+    its scores file; None when the run has none (or wrote no scores). Torch-free, for the Slicer side."""
+    path = Path(out_dir) / SCORES_FILE
+    try:
+        note = json.loads(path.read_text(encoding="utf-8")).get("note")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(note) if note else None
 
 
 class OutputExistsError(ValueError):

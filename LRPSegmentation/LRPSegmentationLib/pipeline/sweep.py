@@ -54,8 +54,9 @@ def sweep_rows(cases: Iterable[Case], models: Iterable[LoadedModel], filters: It
                     save_example(Path(example_dir), loaded, result, filt, final_filter)
                 for row in scores.to_rows():
                     rows.append({"model": loaded.path.name, "case": case.case_id, "dice": result.prediction.dice,
-                                 "where": settings.where.value, "kind": filt.kind.value, "low": filt.low,
-                                 "high": filt.high, **row, "filter": filt.label})
+                                 "note": result.note or "", "where": settings.where.value,
+                                 "kind": filt.kind.value, "low": filt.low, "high": filt.high, **row,
+                                 "filter": filt.label})
     if progress:
         progress(1.0, "sweep done")
     return rows

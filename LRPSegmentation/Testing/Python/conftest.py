@@ -48,3 +48,20 @@ def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = UNet3D(UNetConfig(base_width=2)).eval()
     info = ModelInfo(config=model.config.to_dict(), preprocess=PreprocessSpec(size=(8, 16, 16)).to_dict())
     return save_model(model, info, tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def silent_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like ``tiny_model_file``, but its head's bias is set strongly to background: it predicts no lesion voxel."""
+    import torch
+
+    from LRPSegmentationLib.net.model import UNet3D, UNetConfig
+    from LRPSegmentationLib.net.preprocess import PreprocessSpec
+    from LRPSegmentationLib.net.weights import ModelInfo, save_model
+
+    torch.manual_seed(3)
+    model = UNet3D(UNetConfig(base_width=2)).eval()
+    with torch.no_grad():
+        model.head[0].bias.copy_(torch.tensor([20.0, -20.0]))
+    info = ModelInfo(config=model.config.to_dict(), preprocess=PreprocessSpec(size=(8, 16, 16)).to_dict())
+    return save_model(model, info, tmp_path_factory.mktemp("silent") / "silent.safetensors")

@@ -28,6 +28,7 @@ from LRPSegmentationLib.mrml import nodes as scene_nodes  # noqa: E402
 from LRPSegmentationLib.mrml import tables as score_tables  # noqa: E402
 from LRPSegmentationLib.mrml.live import UPDATE_STEPS, LiveError, LiveExplanation, band_key, score_rows  # noqa: E402
 from LRPSegmentationLib.net.weights import load_model  # noqa: E402
+from LRPSegmentationLib.options import NO_LESION_NOTE  # noqa: E402
 from LRPSegmentationLib.pipeline.cli import main as cli_main  # noqa: E402
 from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case  # noqa: E402
 
@@ -198,6 +199,25 @@ def test_from_run_folder_reads_the_cli_outputs(mrml, synthetic_case_dir, tiny_mo
     assert live.dice is not None and live.segmentation is not None and live.ground_truth_segmentation is not None
     with pytest.raises(LiveError, match="relevance_ADC"):
         LiveExplanation.from_run_folder(mrml.scene, tmp_path, synthetic_case_dir)
+
+
+def test_a_run_that_found_no_lesion_carries_its_note(mrml, synthetic_case, synthetic_case_dir, silent_model_file,
+                                                     tmp_path):
+    out = tmp_path / "silent"
+    assert cli_main(["explain", str(synthetic_case_dir), "--model", str(silent_model_file), "--out", str(out),
+                     "--device", "cpu", "--progress", "none"]) == 0
+    nodes = case_nodes.load_case_folder(mrml.scene, synthetic_case_dir)
+    live = LiveExplanation.from_run_folder(mrml.scene, out, synthetic_case_dir, nodes.volumes)
+    assert live.note is not None and live.note.startswith(NO_LESION_NOTE)
+    assert np.isfinite(scene_nodes.array_from_node(live.heatmaps["ADC"])).all()
+    assert live.dice == 0.0  # nothing predicted, a lesion in the truth
+    in_process = explain_case(synthetic_case.to_case(), load_model(silent_model_file), ExplainSettings(), "cpu")
+    assert LiveExplanation.from_explanation(mrml.scene, in_process, nodes.volumes).note == live.note
+    assert LiveExplanation.from_run_folder(mrml.scene, out, synthetic_case_dir).note == live.note
+    plain = tmp_path / "plain"
+    assert cli_main(["explain", str(synthetic_case_dir), "--model", str(silent_model_file), "--out", str(plain),
+                     "--target", "probability", "--device", "cpu", "--progress", "none"]) == 0
+    assert LiveExplanation.from_run_folder(mrml.scene, plain, synthetic_case_dir).note is None
 
 
 def test_bad_shapes_are_rejected(mrml, explanation):

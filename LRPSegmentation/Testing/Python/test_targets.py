@@ -138,10 +138,11 @@ def test_contrastive_sums_to_lesion_minus_background():
 def test_no_predicted_lesion_says_what_to_choose():
     logits = torch.ones((1, 2, *SPATIAL))
     logits[0, 1] = 0.25
-    for kind in ["lesion-logits", "equal", "contrastive", "component"]:
-        with pytest.raises(TargetError, match="whole-output"):
+    for kind in ["equal", "contrastive", "component"]:
+        with pytest.raises(TargetError, match="'lesion-logits' \\(shows the lesion evidence\\)"):
             Target(kind).start_relevance(logits)
     assert float(Target("whole-output").start_relevance(logits).sum()) > 0
+    assert float(Target("lesion-logits").start_relevance(logits).sum()) > 0  # the default falls back to evidence
 
 
 def test_inputs_are_checked_and_results_detached():

@@ -1,0 +1,134 @@
+"""The generator families beyond the procedural one (MNI152 anatomy with territorial strokes, and the held-out
+ellipsoid family), domain randomisation, and the per-family evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from LRPSegmentationLib.analysis.evaluation import markdown_table, score_case, size_class, summarise
+from LRPSegmentationLib.data.modalities import MODALITIES
+from LRPSegmentationLib.data.randomise import randomise_sample
+from LRPSegmentationLib.data.synthetic import FAMILIES, generate_case, load_known_explanation, write_isles_case
+from LRPSegmentationLib.options import GENERATOR_FAMILIES
+from LRPSegmentationLib.pipeline.cli import main
+
+SMALL = (19, 64, 64)
+
+
+def channel(case, modality: str) -> np.ndarray:
+    return case.images[MODALITIES.index(modality)]
+
+
+def test_family_names_agree():
+    assert GENERATOR_FAMILIES == FAMILIES
+    with pytest.raises(ValueError, match="family"):
+        generate_case(1, family="cartoon")
+
+
+@pytest.fixture(scope="module")
+def anatomy_cases():
+    pytest.importorskip("nilearn", reason="the anatomy family needs the 'anatomy' extra (nilearn)")
+    from LRPSegmentationLib.data.families import generate_anatomy_case
+
+    return [generate_anatomy_case(seed, shape=SMALL, territory=t) for seed, t in ((1, "mca"), (2, "lacunar"))]
+
+
+def test_anatomy_cases_are_seeded_brains_on_thick_slab_grids(anatomy_cases):
+    again = generate_case(1, family="anatomy")
+    np.testing.assert_array_equal(again.images, generate_case(1, family="anatomy").images)
+    depth, height, width = again.geometry.shape
+    assert 19 <= depth <= 30 and 128 <= height == width <= 256 and 5.0 <= again.geometry.spacing[2] <= 7.0
+    brain = channel(again, "ADC") > 0
+    brain_ml = brain.sum() * np.prod(again.geometry.spacing) / 1000
+    assert 600 < brain_ml < 2000, brain_ml  # a slab through a real brain
+
+
+def test_stroke_physiology_core_inside_infarct_inside_deficit(anatomy_cases):
+    large, lacune = anatomy_cases
+    assert large.territories == ("mca",) and lacune.territories == ("lacunar",)
+    voxel_ml = np.prod(large.geometry.spacing) / 1000
+    assert large.ground_truth.sum() * voxel_ml > 5 > lacune.ground_truth.sum() * voxel_ml > 0
+    for case in anatomy_cases:
+        truth, deficit = case.ground_truth.astype(bool), case.explanation.hypoperfused
+        assert deficit[truth].all() and deficit.sum() > truth.sum()
+        normal = (channel(case, "ADC") > 400) & (channel(case, "ADC") < 1200) & ~deficit
+        # the diffusion core (part of the final infarct) has a lowered ADC
+        assert np.percentile(channel(case, "ADC")[truth], 10) < 0.85 * np.median(channel(case, "ADC")[normal])
+        penumbra = deficit & ~truth
+        assert channel(case, "Tmax")[truth].mean() > channel(case, "Tmax")[penumbra].mean() > \
+            channel(case, "Tmax")[normal].mean() + 2
+    # textbook values in normal tissue: CBF in ml/100 g/min (grey ~55, white ~22, scaled per site), MTT in s
+    cbf, mtt = channel(large, "rCBF"), channel(large, "MTT")
+    normal = (channel(large, "ADC") > 400) & (channel(large, "ADC") < 1200) & ~large.explanation.hypoperfused
+    assert 2 < np.median(mtt[normal]) < 9 and np.median(cbf[normal]) > 5
+
+
+def test_some_cases_are_healthy():
+    from LRPSegmentationLib.data.families import generate_ellipsoid_case
+
+    truths = [generate_ellipsoid_case(seed, shape=(12, 48, 48)).ground_truth.any() for seed in range(12)]
+    assert not all(truths) and any(truths)
+
+
+def test_ellipsoid_cases_write_their_family(tmp_path):
+    case = generate_case(4, family="ellipsoid", shape=(12, 48, 48))
+    assert case.ground_truth.any() and case.family == "ellipsoid"
+    folder = write_isles_case(case, tmp_path, 1)
+    assert json.loads((folder / "explanation.json").read_text())["family"] == "ellipsoid"
+    known = load_known_explanation(folder)
+    np.testing.assert_array_equal(known.core, case.ground_truth.astype(bool))
+
+
+def test_randomised_views_keep_the_label_with_the_geometry():
+    case = generate_case(4, shape=(12, 48, 48))
+    x = case.images / case.images.reshape(6, -1).max(axis=1)[:, None, None, None]
+    y = case.ground_truth.astype(np.int64)
+    views = [randomise_sample(np.random.default_rng(seed), x, y) for seed in range(8)]
+    again = randomise_sample(np.random.default_rng(0), x, y)
+    np.testing.assert_array_equal(views[0][0], again[0])
+    flipped = 0
+    for view, label in views:
+        assert view.shape == x.shape and view.dtype == np.float32 and label.shape == y.shape
+        assert not np.allclose(view, x)
+        mirrored = np.array_equal(label, y[..., ::-1]) or np.array_equal(label > 0, (y[..., ::-1] > 0) & (label > 0))
+        flipped += bool(mirrored and not np.array_equal(label, y))
+        assert (view[:, ~np.any(x != 0, axis=0) & ~np.any(x[..., ::-1] != 0, axis=0)] == 0).all()
+    assert 0 < flipped < len(views)
+
+
+def test_evaluation_counts_lesions_sizes_and_healthy_false_positives():
+    images = np.ones((6, 4, 20, 20), np.float32)
+    truth = np.zeros((4, 20, 20), bool)
+    truth[1:3, 2:6, 2:6] = True  # 32 voxels
+    truth[1, 15:17, 15:17] = True  # 4 voxels, missed
+    mask = np.zeros_like(truth)
+    mask[1:3, 2:6, 2:5] = True
+    record = score_case("a", "f", mask, truth, images, voxel_ml=0.2)
+    assert record.lesions == [(pytest.approx(6.4), True), (pytest.approx(0.8), False)]
+    assert record.dice == pytest.approx(2 * 24 / (24 + 36)) and record.size_class == "5-30 ml"
+    healthy = score_case("b", "f", mask, np.zeros_like(truth), images, voxel_ml=0.2)
+    assert healthy.healthy and healthy.dice is None and healthy.predicted_ml == pytest.approx(4.8)
+    summary = summarise([record, healthy])
+    group = summary["families"]["f"]
+    assert group["detection_rate"] == 0.5 and group["by_size"]["<5 ml"]["detection_rate"] == 0.0
+    assert group["healthy_false_positive_share_max"] == pytest.approx(24 / 1600)
+    assert size_class(4.99) == "<5 ml" and size_class(30) == ">=30 ml"
+    assert "| f | 2 (1) |" in markdown_table(summary)
+
+
+def test_evaluate_reports_each_family(tiny_model_file, capsys):
+    assert main(["evaluate", "--model", str(tiny_model_file), "--synthetic", "2", "--family", "ellipsoid",
+                 "--family", "procedural", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert list(report["by_family"]) == ["ellipsoid", "procedural"] and report["all"]["cases"] == 4
+    assert "| ellipsoid |" in captured.err
+
+
+def test_synth_writes_the_chosen_family(tmp_path, capsys):
+    assert main(["synth", str(tmp_path), "--family", "ellipsoid", "--count", "1", "--shape", "12x48x48"]) == 0
+    assert "ellipsoid" in capsys.readouterr().out
+    assert json.loads((tmp_path / "training_1" / "explanation.json").read_text())["family"] == "ellipsoid"
