@@ -182,6 +182,7 @@ class LiveExplanation:
         self.timing = UpdateTiming()
         self.max_layer_results = int(max_layer_results)
         self._layers: OrderedDict[AmplitudeFilter, BandIndex] = OrderedDict()
+        self._pinned: set[AmplitudeFilter] = set()
         self._ras_to_ijk = np.linalg.inv(nodes.ijk_to_ras(geometry))
         self._filtered: FilteredMap | None = None  # reuse buffers of the final map's full filtered copies
         self._map: FilteredMap | None = None  # the full filtered map of what is shown, once made
@@ -303,16 +304,21 @@ class LiveExplanation:
         self._show(self.index, filt, max(filt.high, MIN_WINDOW), filt, "output")
         return self._band_scores
 
-    def add_layer_result(self, filt: AmplitudeFilter | str | None, relevance: np.ndarray) -> None:
-        """Keep the raw map of an in-chain run with band ``filt`` (oldest dropped beyond ``max_layer_results``)."""
+    def add_layer_result(self, filt: AmplitudeFilter | str | None, relevance: np.ndarray,
+                         pinned: bool = False) -> None:
+        """Keep the raw map of an in-chain run with band ``filt``: the oldest on-demand bands are dropped beyond
+        ``max_layer_results``; ``pinned`` bands (a precomputed grid) are never dropped."""
         relevance = np.asarray(relevance, dtype=np.float32)
         if relevance.shape != self.relevance.shape:
             raise LiveError(f"In-chain relevance of shape {relevance.shape} does not match {self.relevance.shape}.")
         key = band_key(filt)
         self._layers[key] = BandIndex.build(normalise_map(relevance, self.normalization), self.references)
         self._layers.move_to_end(key)
-        while len(self._layers) > self.max_layer_results:
-            self._layers.popitem(last=False)
+        if pinned:
+            self._pinned.add(key)
+        dropped = [band for band in self._layers if band not in self._pinned]
+        for band in dropped[:max(len(dropped) - self.max_layer_results, 0)]:
+            del self._layers[band]
 
     def has_layer_result(self, filt: AmplitudeFilter | str | None) -> bool:
         """Whether the in-chain result of band ``filt`` is cached (the unfiltered map always is)."""
@@ -326,6 +332,7 @@ class LiveExplanation:
 
     def clear_layer_results(self) -> None:
         self._layers.clear()
+        self._pinned.clear()
 
     def nearest_layer_band(self, filt: AmplitudeFilter | str | None) -> AmplitudeFilter | None:
         """The cached in-chain band of the same kind closest to ``filt`` (ends compared), None when there is none."""
