@@ -138,6 +138,9 @@ def test_logic_end_to_end_with_a_real_child_process(module, env, tmp_path):
                                 [str(TESTBED_DIR), str(slicer_testbed.MODULE_DIR), os.environ.get("PYTHONPATH", "")])})
     assert reopen.returncode == 0, reopen.stderr[-3000:]
     assert "reopened" in reopen.stdout
+    assert logic.gridRunning  # the in-chain band grid computes in the background (a real child)
+    logic.closeScene()  # stops it
+    assert not logic.gridRunning
 
 
 REOPEN = '''
@@ -157,6 +160,7 @@ env.scene.SetURL(sys.argv[1])
 assert env.scene.Import()
 logic = module.LRPSegmentationLogic()
 assert logic.restoreFromScene()                  # what the widget does on EndImportEvent
+assert logic.gridRunning and logic.bandStatus("clamp", 0.3) == "pending"  # the band grid is recomputed
 layout = display.layout_node(env.scene)
 assert layout.GetViewArrangement() != display.GRID_LAYOUT_ID or layout.IsLayoutDescription(display.GRID_LAYOUT_ID)
 p = logic.getParameterNode()
@@ -169,6 +173,7 @@ rows = logic.applyFilter("pass", alpha=0.3)
 expected = filter_map(raw, AmplitudeFilter.pass_band(0.3))
 for channel, modality in enumerate(MODALITIES):
     assert np.array_equal(nodes.array_from_node(live.heatmaps[modality]), expected.normalised[channel]), modality
+logic.closeScene()                               # stops the band grid's child
 print("reopened", rows[-1]["D(LRP,x)"])
 '''
 
