@@ -31,20 +31,21 @@ from LRPSegmentationLib.mrml.run import BandStatus, RunController, RunState  # n
 from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, read_bands  # noqa: E402
 from LRPSegmentationLib.pipeline.cli import main as cli_main  # noqa: E402
 
-STEP = 0.25
-BAND = AmplitudeFilter.clamp_band(0.25)  # on the grid of STEP
+STEP = 0.25  # what the controller asks for; the replayed grid is GRID, a small part of it (fast)
+GRID = "clamp:0.25;clamp:0.5;pass:0.5"
+BAND = AmplitudeFilter.clamp_band(0.25)
 
 
 @pytest.fixture(scope="module")
 def replays(synthetic_case_dir, tiny_model_file, tmp_path_factory) -> dict[str, Path]:
-    """Real output folders: the raw map, the in-chain band pass [0, 0.3], and the band grid of STEP."""
+    """Real output folders: the raw map, the in-chain band pass [0, 0.3], and the band grid GRID."""
     root = tmp_path_factory.mktemp("band_replays")
     common = [str(synthetic_case_dir), "--model", str(tiny_model_file), "--device", "cpu", "--progress", "none",
               "--target", "probability"]
     assert cli_main(["explain", *common, "--out", str(root / "raw")]) == 0
     assert cli_main(["explain", *common, "--out", str(root / "band"), "--where", "layers", "--filter", "pass",
                      "--alpha", "0.3"]) == 0
-    assert cli_main(["bands", *common, "--out", str(root / "grid"), "--step", str(STEP), "--batch-size", "8"]) == 0
+    assert cli_main(["bands", *common, "--out", str(root / "grid"), "--bands", GRID, "--batch-size", "4"]) == 0
     return {"raw": root / "raw", "band": root / "band", "grid": root / "grid"}
 
 
