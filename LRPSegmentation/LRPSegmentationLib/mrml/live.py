@@ -183,6 +183,7 @@ class LiveExplanation:
         self.max_layer_results = int(max_layer_results)
         self._layers: OrderedDict[AmplitudeFilter, BandIndex] = OrderedDict()
         self._pinned: set[AmplitudeFilter] = set()
+        self._exact: dict[AmplitudeFilter, ExplanationScores] = {}  # float32 scores of float16-stored bands
         self._ras_to_ijk = np.linalg.inv(nodes.ijk_to_ras(geometry))
         self._filtered: FilteredMap | None = None  # reuse buffers of the final map's full filtered copies
         self._map: FilteredMap | None = None  # the full filtered map of what is shown, once made
@@ -305,9 +306,10 @@ class LiveExplanation:
         return self._band_scores
 
     def add_layer_result(self, filt: AmplitudeFilter | str | None, relevance: np.ndarray,
-                         pinned: bool = False) -> None:
+                         pinned: bool = False, scores: ExplanationScores | None = None) -> None:
         """Keep the raw map of an in-chain run with band ``filt``: the oldest on-demand bands are dropped beyond
-        ``max_layer_results``; ``pinned`` bands (a precomputed grid) are never dropped."""
+        ``max_layer_results``; ``pinned`` bands (a precomputed grid) are never dropped. ``scores``: those of the
+        unfiltered map computed from float32 (a grid stored as float16 keeps them), shown instead of rescoring."""
         relevance = np.asarray(relevance, dtype=np.float32)
         if relevance.shape != self.relevance.shape:
             raise LiveError(f"In-chain relevance of shape {relevance.shape} does not match {self.relevance.shape}.")
@@ -316,9 +318,13 @@ class LiveExplanation:
         self._layers.move_to_end(key)
         if pinned:
             self._pinned.add(key)
+        self._exact.pop(key, None)
+        if scores is not None:
+            self._exact[key] = scores
         dropped = [band for band in self._layers if band not in self._pinned]
         for band in dropped[:max(len(dropped) - self.max_layer_results, 0)]:
             del self._layers[band]
+            self._exact.pop(band, None)
 
     def has_layer_result(self, filt: AmplitudeFilter | str | None) -> bool:
         """Whether the in-chain result of band ``filt`` is cached (the unfiltered map always is)."""
@@ -333,6 +339,7 @@ class LiveExplanation:
     def clear_layer_results(self) -> None:
         self._layers.clear()
         self._pinned.clear()
+        self._exact.clear()
 
     def nearest_layer_band(self, filt: AmplitudeFilter | str | None) -> AmplitudeFilter | None:
         """The cached in-chain band of the same kind closest to ``filt`` (ends compared), None when there is none."""
@@ -355,7 +362,7 @@ class LiveExplanation:
             return None
         if key in self._layers:
             self._layers.move_to_end(key)
-        self._show(index, NO_FILTER, 1.0, key, "layers")
+        self._show(index, NO_FILTER, 1.0, key, "layers", self._exact.get(key))
         return self._band_scores
 
     @property
@@ -408,10 +415,11 @@ class LiveExplanation:
                 self._map = self._index.source.filtered(self._band)
         return self._map
 
-    def _show(self, index: BandIndex, band: AmplitudeFilter, window: float, key: AmplitudeFilter, where: str) -> None:
+    def _show(self, index: BandIndex, band: AmplitudeFilter, window: float, key: AmplitudeFilter, where: str,
+              exact: ExplanationScores | None = None) -> None:
         start = _now()
-        self._band_scores = index.score(band)
-        self._scores, self._map = None, None
+        self._band_scores = index.score(band) if exact is None else exact
+        self._scores, self._map = exact, None
         self._index, self._band, self.filter, self.where = index, band, key, where
         marks = (start, _now())
         for modality in MODALITIES:

@@ -22,7 +22,7 @@ from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.mrml.case import write_case_folder
 from LRPSegmentationLib.mrml.job import BandsRequest, ExplainRequest, ProgressEvent, start_explain
 from LRPSegmentationLib.mrml.live import LiveExplanation, band_key, slider_filter
-from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, BandFileError, read_bands
+from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, BANDS_JSON, BandFileError, read_band_scores, read_bands
 
 
 class RunError(ValueError):
@@ -394,8 +394,9 @@ class RunController:
             bands = read_bands(grid.request.out_dir / BANDS_FILE, self.live.geometry.shape)
         except BandFileError as error:
             return RunStatus(RunState.FAILED, message=str(error), elapsed=elapsed)
+        scores = read_band_scores(grid.request.out_dir / BANDS_JSON)
         for band, relevance in bands.items():
-            self.live.add_layer_result(band, relevance, pinned=True)
+            self.live.add_layer_result(band, relevance, pinned=True, scores=scores.get(band))
         self.grid_bands = tuple(band_key(band) for band in bands)
         return RunStatus(RunState.DONE, "done", 1.0, f"{len(bands)} in-chain bands in {elapsed:.1f} s.", elapsed)
 

@@ -8,6 +8,7 @@ float32 map before quantising. Torch-free at import (the Slicer process reads ba
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from LRPSegmentationLib.analysis.filters import AmplitudeFilter
-from LRPSegmentationLib.analysis.scores import score_explanation
+from LRPSegmentationLib.analysis.scores import ExplanationScores, score_explanation
 from LRPSegmentationLib.data.caseio import Case
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from LRPSegmentationLib.pipeline.explain_case import ExplainSettings
 
 BANDS_FILE = "bands.npz"
+BANDS_JSON = "bands.json"
 
 
 class BandFileError(ValueError):
@@ -75,6 +77,16 @@ def write_bands(path: Path | str, bands: Sequence[AmplitudeFilter], relevance: n
     path = Path(path)
     np.savez_compressed(path, normalised=quantised, peak=peak, labels=np.array([b.label for b in bands]))
     return path
+
+
+def read_band_scores(path: Path | str) -> dict[AmplitudeFilter, ExplanationScores]:
+    """The float32 scores of each band's unfiltered map kept in a ``bands.json`` (empty when there is none)."""
+    try:
+        values = json.loads(Path(path).read_text())
+        return {AmplitudeFilter.parse(label): ExplanationScores.from_dict(scores)
+                for label, scores in zip(values["bands"], values["scores"], strict=True)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # the maps alone still serve the slider (scores then from the float16 maps)
 
 
 def read_bands(path: Path | str, shape: Sequence[int] | None = None) -> dict[AmplitudeFilter, np.ndarray]:

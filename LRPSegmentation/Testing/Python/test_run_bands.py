@@ -28,7 +28,7 @@ from LRPSegmentationLib.mrml import nodes as scene_nodes  # noqa: E402
 from LRPSegmentationLib.mrml.job import BandsRequest  # noqa: E402
 from LRPSegmentationLib.mrml.live import read_relevance  # noqa: E402
 from LRPSegmentationLib.mrml.run import BandStatus, RunController, RunState  # noqa: E402
-from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, read_bands  # noqa: E402
+from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, BANDS_JSON, read_band_scores, read_bands  # noqa: E402
 from LRPSegmentationLib.pipeline.cli import main as cli_main  # noqa: E402
 
 STEP = 0.25  # what the controller asks for; the replayed grid is GRID, a small part of it (fast)
@@ -82,6 +82,11 @@ def controller_for(scene, tmp_path, jobs) -> RunController:
     return RunController(scene, tmp_path / "work", jobs, precompute_bands=True, band_step=STEP)
 
 
+def grid_scores(replays):
+    """The float32 scores the real ``lrpseg bands`` kept in bands.json, per band."""
+    return read_band_scores(replays["grid"] / BANDS_JSON)
+
+
 def finish_grid(controller: RunController, limit: int = 30) -> RunState:
     for _ in range(limit):
         controller.poll()
@@ -90,14 +95,18 @@ def finish_grid(controller: RunController, limit: int = 30) -> RunState:
     raise AssertionError("the band grid did not end")
 
 
-def assert_shows_band(live, relevance: np.ndarray, case) -> None:
-    """The heatmaps (after a flush) and the scores show the unfiltered map of ``relevance`` (``case``: its inputs)."""
+def assert_shows_band(live, relevance: np.ndarray, case, exact=None) -> None:
+    """The heatmaps (after a flush) show the unfiltered map of ``relevance`` (``case``: its inputs); the scores are
+    ``exact`` (a grid band's float32 scores) or, without them, those of ``relevance``."""
     live.flush()
     expected = filter_map(relevance, None)
     for channel, modality in enumerate(MODALITIES):
         np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps[modality]),
                                       expected.normalised[channel])
-    assert_same_scores(live.scores, score_explanation(expected, case.images, case.ground_truth))
+    rescored = score_explanation(expected, case.images, case.ground_truth)
+    assert_same_scores(live.scores, rescored if exact is None else exact)
+    if exact is not None:  # the float16 map alone would give other scores: the float32 ones are kept
+        assert live.scores.modalities[0].share != rescored.modalities[0].share
     tmax = MODALITIES.index("Tmax")
     assert live.rows[tmax]["D(LRP,x)"] == pytest.approx(live.scores.modalities[tmax].input_inclusivity)
 
@@ -120,7 +129,7 @@ def test_grid_is_pending_while_it_runs_then_serves_the_slider(env, replays, tmp_
     assert controller.band_status("clamp", 0.25) is BandStatus.SHOWN
     assert controller.show_filter("clamp", 0.25, where="layers") is True
     assert controller.live.filter == BAND and controller.live.where == "layers"
-    assert_shows_band(controller.live, grid[BAND], env.inputs)
+    assert_shows_band(controller.live, grid[BAND], env.inputs, grid_scores(replays)[BAND])
     assert controller.show_filter("clamp", 0.3, where="layers") is True  # off the grid: the nearest band
     assert controller.live.filter == BAND and controller.band_status("clamp", 0.3) is BandStatus.SHOWN
     assert len(jobs.requests) == 2  # one full run, one grid: the slider started nothing more
@@ -195,4 +204,5 @@ def test_reopened_scene_recomputes_the_grid_and_the_in_chain_slider_works(env, r
     assert reopened.show_filter("clamp", 0.25, where="layers") is False
     assert finish_grid(reopened) is RunState.DONE
     assert reopened.show_filter("clamp", 0.25, where="layers") is True
-    assert_shows_band(reopened.live, read_bands(replays["grid"] / BANDS_FILE)[BAND], env.inputs)
+    assert_shows_band(reopened.live, read_bands(replays["grid"] / BANDS_FILE)[BAND], env.inputs,
+                      grid_scores(replays)[BAND])
