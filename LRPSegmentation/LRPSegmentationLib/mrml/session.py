@@ -177,3 +177,4 @@ class ExplanationSession:
         self.controller.cancel()
         self._watch(None)
         self.controller.live = self.controller.result_inputs = self.controller.result_settings = None
+        self.controller.grid_bands = ()
