@@ -211,6 +211,7 @@ class RunController:
         self.grid_bands: tuple[AmplitudeFilter, ...] = ()  # the bands of the grid imported into ``live``
         self._grid: _GridRun | None = None
         self._stopping: list[_GridRun] = []  # cancelled grid jobs, polled until their process tree is gone
+        self._wanted: AmplitudeFilter | None = None  # the in-chain band the slider asks for (None: final-map mode)
 
     @property
     def running(self) -> bool:
@@ -398,6 +399,8 @@ class RunController:
         for band, relevance in bands.items():
             self.live.add_layer_result(band, relevance, pinned=True, scores=scores.get(band))
         self.grid_bands = tuple(band_key(band) for band in bands)
+        if self._wanted is not None:  # the slider waited in the chain: show its nearest band now
+            self.live.apply_layers(self._wanted, nearest=True)
         return RunStatus(RunState.DONE, "done", 1.0, f"{len(bands)} in-chain bands in {elapsed:.1f} s.", elapsed)
 
     def band_status(self, kind: str, alpha: float, alpha_low: float = 0.0) -> BandStatus:
@@ -444,8 +447,10 @@ class RunController:
             raise RunError("No explanation yet: run the model first.")
         band = slider_filter(kind, alpha, alpha_low)
         if options.FilterPlacement(where) is options.FilterPlacement.OUTPUT:
+            self._wanted = None
             self.live.apply(band)
             return True
+        self._wanted = band
         if self.live.apply_layers(band) is not None:
             return True
         if not exact and (self.grid_running or self.grid_bands):

@@ -124,6 +124,7 @@ def test_grid_is_pending_while_it_runs_then_serves_the_slider(env, replays, tmp_
     assert controller.live.where == "output" and not any(r.where == "layers" for r in jobs.requests[1:]
                                                            if not isinstance(r, BandsRequest))
     assert finish_grid(controller) is RunState.DONE
+    assert (controller.live.filter, controller.live.where) == (BAND, "layers")  # shown as the grid arrived
     grid = read_bands(replays["grid"] / BANDS_FILE)
     assert set(controller.grid_bands) == set(grid) and BAND in grid
     assert controller.band_status("clamp", 0.25) is BandStatus.SHOWN
