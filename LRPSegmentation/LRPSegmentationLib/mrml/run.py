@@ -337,6 +337,11 @@ class RunController:
     def grid_running(self) -> bool:
         return self._grid is not None
 
+    @property
+    def grid_exiting(self) -> bool:
+        """Whether a cancelled grid job's processes are still exiting (:meth:`poll` reaps them)."""
+        return bool(self._stopping)
+
     def _start_grid(self) -> None:
         if not self.precompute_bands or self.live is None or self.result_inputs is None:
             return

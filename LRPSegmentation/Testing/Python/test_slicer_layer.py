@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import unittest
 from pathlib import Path
 
@@ -139,12 +140,12 @@ def test_logic_end_to_end_with_a_real_child_process(module, env, tmp_path):
     assert reopen.returncode == 0, reopen.stderr[-3000:]
     assert "reopened" in reopen.stdout
     assert logic.gridRunning  # the in-chain band grid computes in the background (a real child)
-    logic.closeScene()  # stops it
-    assert not logic.gridRunning
+    stop_band_grid(logic)
 
 
 REOPEN = '''
 import sys
+import time
 from pathlib import Path
 import numpy as np
 import slicer_testbed
@@ -260,3 +261,14 @@ def test_console_examples_run_as_written(module, env, monkeypatch):
         namespace = {"slicer": slicer_core}
         exec(compile(code, source, "exec"), namespace)
         assert namespace["live"].table is not None and len(namespace["rows"]) == len(MODALITIES) + 1, source
+        stop_band_grid(namespace["logic"])
+
+
+def stop_band_grid(logic, timeout: float = 30.0) -> None:
+    """Cancel the band grid a result started in the background and wait until its child process is gone."""
+    logic.closeScene()
+    deadline = time.monotonic() + timeout
+    while logic.controller.grid_exiting and time.monotonic() < deadline:
+        logic.poll()
+        time.sleep(0.05)
+    assert not logic.gridRunning and not logic.controller.grid_exiting
