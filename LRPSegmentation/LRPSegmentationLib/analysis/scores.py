@@ -146,6 +146,13 @@ class ExplanationScores:
         result["total"] = asdict(self.total)
         return result
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ExplanationScores:
+        """The inverse of :meth:`to_dict` (scores read back from JSON, e.g. a band grid's ``bands.json``)."""
+        common = {k: v for k, v in values.items() if k not in ("modalities", "total")}
+        return cls(**common, modalities=tuple(ModalityScores(**row) for row in values["modalities"]),
+                   total=ModalityScores(**values["total"]))
+
 
 def _mean(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]

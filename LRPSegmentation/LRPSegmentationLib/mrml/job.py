@@ -152,6 +152,49 @@ class CheckRequest(ChildRequest):
 
 
 @dataclass(frozen=True)
+class BandsRequest:
+    """One ``lrpseg bands`` run: the in-chain band grid of a case (``bands`` as 'pass:0.2;clamp:0.1', or the default
+    grid of ``step``), written as ``bands.npz`` and ``bands.json`` into ``out_dir``."""
+
+    case_dir: Path
+    out_dir: Path
+    model: Path | None = None
+    device: str = "auto"
+    rule: str = options.DEFAULT_PRESET
+    target: str = options.DEFAULT_TARGET.value
+    bands: str | None = None
+    step: float = 0.05
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("rule", options.PRESET_NAMES), ("target", options.values(options.PANEL_TARGETS))):
+            if getattr(self, name) not in allowed:
+                raise JobError(f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}.")
+        if not 0.0 < self.step <= 1.0 or self.batch_size < 1:
+            raise JobError(f"step {self.step} / batch_size {self.batch_size}: need 0 < step <= 1, batch_size >= 1.")
+
+    def arguments(self) -> list[str]:
+        """The ``bands`` sub-command and its options (progress as JSON lines, absolute paths)."""
+        args = ["bands", _absolute(self.case_dir), "--out", _absolute(self.out_dir), "--device", self.device,
+                "--rule", self.rule, "--target", self.target, "--step", repr(float(self.step)),
+                "--batch-size", str(int(self.batch_size)), "--progress", "json"]
+        if self.bands is not None:
+            args += ["--bands", self.bands]
+        if self.model is not None:
+            args[2:2] = ["--model", _absolute(self.model)]
+        return args
+
+    command = ChildRequest.command
+
+    @classmethod
+    def in_new_run_folder(cls, work_folder: Path | str, **options) -> BandsRequest:
+        """A request whose ``case_dir`` and ``out_dir`` are ``case`` and ``out`` in a new ``bands-*`` folder."""
+        Path(work_folder).mkdir(parents=True, exist_ok=True)
+        run = Path(tempfile.mkdtemp(prefix="bands-", dir=work_folder))
+        return cls(run / "case", run / "out", **options)
+
+
+@dataclass(frozen=True)
 class ProgressEvent:
     """One progress line of the child: ``fraction`` is None for notes (e.g. a CPU fallback message)."""
 
@@ -371,10 +414,9 @@ def python_executable() -> str:
     return sys.executable
 
 
-def start_explain(request: ExplainRequest | CheckRequest, library_parent: Path | str,
-                  python: str | None = None) -> ChildJob:
-    """Start ``lrpseg explain`` (or ``check``, for a :class:`CheckRequest`) for ``request`` in a child process that
-    imports LRPSegmentationLib from ``library_parent`` (the Slicer module folder); non-blocking: poll or wait on the
+def start_explain(request: ChildRequest, library_parent: Path | str, python: str | None = None) -> ChildJob:
+    """Start the ``lrpseg`` child run of ``request`` (explain, check or bands) in a process that imports
+    LRPSegmentationLib from ``library_parent`` (the Slicer module folder); non-blocking: poll or wait on the
     returned job, cancel with :meth:`ChildJob.cancel`."""
     command = request.command(python or python_executable())
     return ChildJob(command, cwd=library_parent, env=child_environment(library_parent)).start()

@@ -192,6 +192,8 @@ class LiveExplanation:
         self.timing = UpdateTiming()
         self.max_layer_results = int(max_layer_results)
         self._layers: OrderedDict[AmplitudeFilter, BandIndex] = OrderedDict()
+        self._pinned: set[AmplitudeFilter] = set()
+        self._exact: dict[AmplitudeFilter, ExplanationScores] = {}  # float32 scores of float16-stored bands
         self._ras_to_ijk = np.linalg.inv(nodes.ijk_to_ras(geometry))
         self._filtered: FilteredMap | None = None  # reuse buffers of the final map's full filtered copies
         self._map: FilteredMap | None = None  # the full filtered map of what is shown, once made
@@ -317,16 +319,26 @@ class LiveExplanation:
         self._show(self.index, filt, max(filt.high, MIN_WINDOW), filt, "output")
         return self._band_scores
 
-    def add_layer_result(self, filt: AmplitudeFilter | str | None, relevance: np.ndarray) -> None:
-        """Keep the raw map of an in-chain run with band ``filt`` (oldest dropped beyond ``max_layer_results``)."""
+    def add_layer_result(self, filt: AmplitudeFilter | str | None, relevance: np.ndarray,
+                         pinned: bool = False, scores: ExplanationScores | None = None) -> None:
+        """Keep the raw map of an in-chain run with band ``filt``: the oldest on-demand bands are dropped beyond
+        ``max_layer_results``; ``pinned`` bands (a precomputed grid) are never dropped. ``scores``: those of the
+        unfiltered map computed from float32 (a grid stored as float16 keeps them), shown instead of rescoring."""
         relevance = np.asarray(relevance, dtype=np.float32)
         if relevance.shape != self.relevance.shape:
             raise LiveError(f"In-chain relevance of shape {relevance.shape} does not match {self.relevance.shape}.")
         key = band_key(filt)
         self._layers[key] = BandIndex.build(normalise_map(relevance, self.normalization), self.references)
         self._layers.move_to_end(key)
-        while len(self._layers) > self.max_layer_results:
-            self._layers.popitem(last=False)
+        if pinned:
+            self._pinned.add(key)
+        self._exact.pop(key, None)
+        if scores is not None:
+            self._exact[key] = scores
+        dropped = [band for band in self._layers if band not in self._pinned]
+        for band in dropped[:max(len(dropped) - self.max_layer_results, 0)]:
+            del self._layers[band]
+            self._exact.pop(band, None)
 
     def has_layer_result(self, filt: AmplitudeFilter | str | None) -> bool:
         """Whether the in-chain result of band ``filt`` is cached (the unfiltered map always is)."""
@@ -340,6 +352,8 @@ class LiveExplanation:
 
     def clear_layer_results(self) -> None:
         self._layers.clear()
+        self._pinned.clear()
+        self._exact.clear()
 
     def nearest_layer_band(self, filt: AmplitudeFilter | str | None) -> AmplitudeFilter | None:
         """The cached in-chain band of the same kind closest to ``filt`` (ends compared), None when there is none."""
@@ -362,7 +376,7 @@ class LiveExplanation:
             return None
         if key in self._layers:
             self._layers.move_to_end(key)
-        self._show(index, NO_FILTER, 1.0, key, "layers")
+        self._show(index, NO_FILTER, 1.0, key, "layers", self._exact.get(key))
         return self._band_scores
 
     @property
@@ -415,10 +429,12 @@ class LiveExplanation:
                 self._map = self._index.source.filtered(self._band)
         return self._map
 
-    def _show(self, index: BandIndex, band: AmplitudeFilter, window: float, key: AmplitudeFilter, where: str) -> None:
+    def _show(self, index: BandIndex, band: AmplitudeFilter, window: float, key: AmplitudeFilter, where: str,
+              exact: ExplanationScores | None = None) -> None:
         start = _now()
-        self._band_scores = index.score(band, output_relevance_sum=self.output_relevance_sum)
-        self._scores, self._map = None, None
+        self._band_scores = index.score(band, output_relevance_sum=self.output_relevance_sum) if exact is None \
+            else exact
+        self._scores, self._map = exact, None
         self._index, self._band, self.filter, self.where = index, band, key, where
         marks = (start, _now())
         for modality in MODALITIES:

@@ -20,8 +20,9 @@ from LRPSegmentationLib import options
 from LRPSegmentationLib.analysis.filters import NO_FILTER, AmplitudeFilter
 from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.mrml.case import write_case_folder
-from LRPSegmentationLib.mrml.job import ExplainRequest, ProgressEvent, start_explain
-from LRPSegmentationLib.mrml.live import LiveExplanation, slider_filter
+from LRPSegmentationLib.mrml.job import BandsRequest, ExplainRequest, ProgressEvent, start_explain
+from LRPSegmentationLib.mrml.live import LiveExplanation, band_key, slider_filter
+from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, BANDS_JSON, BandFileError, read_band_scores, read_bands
 
 
 class RunError(ValueError):
@@ -47,8 +48,8 @@ class JobProtocol(Protocol):
     def elapsed(self) -> float: ...
 
 
-JobFactory = Callable[[ExplainRequest], JobProtocol]
-"""Starts the job for a request (non-blocking) and returns it."""
+JobFactory = Callable[[ExplainRequest | BandsRequest], JobProtocol]
+"""Starts the job for a request (non-blocking) and returns it: ``lrpseg explain`` or ``lrpseg bands``."""
 
 
 LIBRARY_PARENT = Path(__file__).resolve().parents[2]
@@ -161,15 +162,39 @@ class _Run:
     band: AmplitudeFilter  # NO_FILTER for a full run, the in-chain band otherwise
 
 
+@dataclass(frozen=True)
+class _GridRun:
+    """The background band-grid job of one result (``live``): imported only into that result."""
+
+    job: JobProtocol
+    request: BandsRequest
+    inputs: RunInputs
+    live: LiveExplanation
+
+
+class BandStatus(Enum):
+    """How the in-chain slider stands for a band (:meth:`RunController.band_status`)."""
+
+    SHOWN = "shown"  # the band, or its nearest band of the finished grid, is shown
+    PENDING = "pending"  # being computed (the background grid, or this band on demand)
+    MISSING = "missing"  # neither: showing it starts its computation on demand
+
+
 class RunController:
     """One explanation at a time in ``scene``: its job, its result, and the filter shown on it.
 
     ``work_folder`` holds a ``run-*`` folder per job (inputs and outputs), removed once its result is imported
     (``keep_runs`` keeps the newest ones, for inspection). A result is never imported when its inputs changed
-    while the job ran; a full run replaces the previous result, an in-chain band is added to it.
+    while it ran; a full run replaces the previous result, an in-chain band is added to it.
+
+    ``precompute_bands``: after a full run is imported (or a result restored from a scene), a background
+    ``lrpseg bands`` job computes the in-chain band grid (``band_step``); it runs beside the main job, so an exact
+    band asked for on demand (``show_filter(..., exact=True)``) starts at once instead of waiting for the grid. A new
+    full run, a cancel or a restore stops it; while it runs the slider shows the nearest computed band (pending).
     """
 
-    def __init__(self, scene, work_folder: Path | str, jobs: JobFactory, keep_runs: int = 0) -> None:
+    def __init__(self, scene, work_folder: Path | str, jobs: JobFactory, keep_runs: int = 0,
+                 precompute_bands: bool = False, band_step: float = 0.05, band_batch_size: int = 4) -> None:
         self.scene = scene
         self.work_folder = Path(work_folder)
         self.jobs = jobs
@@ -181,6 +206,12 @@ class RunController:
         self.status = RunStatus()
         self._run: _Run | None = None
         self._kept: list[Path] = []
+        self.precompute_bands, self.band_step, self.band_batch_size = precompute_bands, band_step, band_batch_size
+        self.grid_status = RunStatus()
+        self.grid_bands: tuple[AmplitudeFilter, ...] = ()  # the bands of the grid imported into ``live``
+        self._grid: _GridRun | None = None
+        self._stopping: list[_GridRun] = []  # cancelled grid jobs, polled until their process tree is gone
+        self._wanted: AmplitudeFilter | None = None  # the in-chain band the slider asks for (None: final-map mode)
 
     @property
     def running(self) -> bool:
@@ -188,8 +219,13 @@ class RunController:
 
     # -------------------------------------------------------------------------------------------- starting
     def start(self, volumes: Mapping[str, Any], ground_truth=None, settings: RunSettings = RunSettings()) -> None:
-        """Explain these inputs (the raw map; final-map filters are applied live by :meth:`show_filter`)."""
-        self._start(RunInputs.of(volumes, ground_truth), settings, NO_FILTER)
+        """Explain these inputs (the raw map; final-map filters are applied live by :meth:`show_filter`); stops the
+        band grid of the previous result."""
+        inputs = RunInputs.of(volumes, ground_truth)
+        if self.running:
+            raise RunError("A computation is already running: wait for it or cancel it first.")
+        self._stop_grid()
+        self._start(inputs, settings, NO_FILTER)
 
     def _start(self, inputs: RunInputs, settings: RunSettings, band: AmplitudeFilter) -> None:
         if self.running:
@@ -210,7 +246,9 @@ class RunController:
 
     # ------------------------------------------------------------------------------------------------ polling
     def poll(self) -> RunStatus:
-        """Drain the job's progress (never blocks); when it ended, import its result. Returns the new status."""
+        """Drain the jobs' progress (never blocks); import what ended. Returns the main job's status (the band
+        grid's is :attr:`grid_status`)."""
+        self._poll_grid()
         if self.job is None or not self.status.running:
             return self.status
         status = self.status
@@ -245,6 +283,9 @@ class RunController:
             self.result_inputs, self.result_settings = run.inputs, run.settings
             if run.band != NO_FILTER:
                 self.live.apply_layers(run.band)
+            else:
+                self.grid_bands = ()
+                self._start_grid()
             return RunStatus(RunState.DONE, "done", 1.0, f"Done in {elapsed:.1f} s.", elapsed)
         finally:
             self._retire(run.request.case_dir.parent)
@@ -255,9 +296,10 @@ class RunController:
             shutil.rmtree(self._kept.pop(0), ignore_errors=True)
 
     def cancel(self) -> None:
-        """Stop the running job (its whole process tree); the next :meth:`poll` reports CANCELLED."""
+        """Stop the running job and the band grid (whole process trees); the next :meth:`poll` reports CANCELLED."""
         if self.running:
             self.job.cancel()
+        self._stop_grid()
 
     def wait(self, timeout: float | None = None, on_status: Callable[[RunStatus], None] | None = None,
              idle: Callable[[], None] | None = None, interval: float = 0.05) -> RunStatus:
@@ -278,6 +320,8 @@ class RunController:
 
     def restore(self) -> bool:
         """After a scene was loaded: rebuild the live view of the result saved in it (False when it has none)."""
+        self._stop_grid()
+        self.grid_bands = ()
         self.live = LiveExplanation.from_scene(self.scene)
         if self.live is None:
             self.result_inputs = self.result_settings = None
@@ -285,7 +329,98 @@ class RunController:
         volumes, truth, settings = self.live.inputs_in_scene
         self.result_inputs = RunInputs.of(volumes, truth)
         self.result_settings = RunSettings.from_description(settings)
+        self._start_grid()  # the grid is recomputed in the background: the in-chain slider shows it pending
         return True
+
+    # ------------------------------------------------------------------------------------------- band grid
+    @property
+    def grid_running(self) -> bool:
+        return self._grid is not None
+
+    @property
+    def grid_exiting(self) -> bool:
+        """Whether a cancelled grid job's processes are still exiting (:meth:`poll` reaps them)."""
+        return bool(self._stopping)
+
+    def _start_grid(self) -> None:
+        if not self.precompute_bands or self.live is None or self.result_inputs is None:
+            return
+        settings = self.result_settings or RunSettings()
+        request = BandsRequest.in_new_run_folder(
+            self.work_folder, model=settings.model, device=settings.device, rule=settings.rule,
+            target=settings.target, step=self.band_step, batch_size=self.band_batch_size)
+        try:
+            write_case_folder(self.result_inputs.volumes, request.case_dir, self.result_inputs.ground_truth)
+            job = self.jobs(request)
+        except Exception as error:  # the result stays usable without its grid
+            shutil.rmtree(request.case_dir.parent, ignore_errors=True)
+            self.grid_status = RunStatus(RunState.FAILED, message=f"In-chain band grid not started: {error}")
+            return
+        self._grid = _GridRun(job, request, self.result_inputs, self.live)
+        self.grid_status = RunStatus(RunState.RUNNING, "start", 0.0, "in-chain band grid")
+
+    def _stop_grid(self) -> None:
+        if self._grid is not None:
+            self._grid.job.cancel()
+            self._stopping.append(self._grid)
+            self._grid = None
+            self.grid_status = RunStatus(RunState.CANCELLED, message="Cancelled.")
+
+    def _poll_grid(self) -> None:
+        for grid in list(self._stopping):
+            grid.job.poll()
+            if grid.job.finished:
+                self._stopping.remove(grid)
+                shutil.rmtree(grid.request.case_dir.parent, ignore_errors=True)
+        grid = self._grid
+        if grid is None:
+            return
+        status = self.grid_status
+        for event in grid.job.poll():
+            status = replace(status, stage=event.stage, message=event.message,
+                             fraction=status.fraction if event.fraction is None else event.fraction)
+        self.grid_status = replace(status, elapsed=grid.job.elapsed)
+        if grid.job.finished:
+            self._grid = None
+            try:
+                self.grid_status = self._import_grid(grid)
+            finally:
+                self._retire(grid.request.case_dir.parent)
+
+    def _import_grid(self, grid: _GridRun) -> RunStatus:
+        elapsed = grid.job.elapsed
+        if grid.job.cancelled:
+            return RunStatus(RunState.CANCELLED, message="Cancelled.", elapsed=elapsed)
+        if not grid.job.succeeded:
+            return RunStatus(RunState.FAILED, message=grid.job.error_message(), elapsed=elapsed)
+        if grid.live is not self.live or grid.inputs.changed():
+            return RunStatus(RunState.FAILED, elapsed=elapsed,
+                             message="The explanation changed while the band grid was computed.")
+        try:
+            bands = read_bands(grid.request.out_dir / BANDS_FILE, self.live.geometry.shape)
+        except BandFileError as error:
+            return RunStatus(RunState.FAILED, message=str(error), elapsed=elapsed)
+        scores = read_band_scores(grid.request.out_dir / BANDS_JSON)
+        for band, relevance in bands.items():
+            self.live.add_layer_result(band, relevance, pinned=True, scores=scores.get(band))
+        self.grid_bands = tuple(band_key(band) for band in bands)
+        if self._wanted is not None:  # the slider waited in the chain: show its nearest band now
+            self.live.apply_layers(self._wanted, nearest=True)
+        return RunStatus(RunState.DONE, "done", 1.0, f"{len(bands)} in-chain bands in {elapsed:.1f} s.", elapsed)
+
+    def band_status(self, kind: str, alpha: float, alpha_low: float = 0.0) -> BandStatus:
+        """Whether the in-chain slider at this band shows it (or its nearest grid band), waits for it, or has
+        neither (see :meth:`show_filter`)."""
+        band = band_key(slider_filter(kind, alpha, alpha_low))
+        if self.live is not None and self.live.has_layer_result(band):
+            return BandStatus.SHOWN
+        if self._run is not None and self.running and band_key(self._run.band) == band:
+            return BandStatus.PENDING
+        if self.grid_running:
+            return BandStatus.PENDING
+        if any(b.kind is band.kind for b in self.grid_bands):
+            return BandStatus.SHOWN
+        return BandStatus.MISSING
 
     # ---------------------------------------------------------------------------------------------- showing
     def stale_reason(self, volumes: Mapping[str, Any], ground_truth, settings: RunSettings) -> str | None:
@@ -304,21 +439,28 @@ class RunController:
         return None
 
     def show_filter(self, kind: str, alpha: float, alpha_low: float = 0.0,
-                    where: str = options.FilterPlacement.OUTPUT.value) -> bool:
+                    where: str = options.FilterPlacement.OUTPUT.value, exact: bool = False) -> bool:
         """Show the result filtered by the band [alpha_low, alpha] of ``kind``, on the final map or in the chain.
 
         A final-map filter is applied at once. An in-chain band is shown from the cache when it was computed
-        before; otherwise its computation starts in the background (if nothing else runs) and False is returned:
-        the band shows when :meth:`poll` imports it.
+        before. Otherwise, unless ``exact``, a band grid (running or imported) serves it: the nearest computed band
+        is shown, and False is returned while the grid still runs (pending). Else the band's own computation
+        starts in the background (if no other band is computed on demand) and False is returned: the band shows
+        when :meth:`poll` imports it.
         """
         if self.live is None:
             raise RunError("No explanation yet: run the model first.")
         band = slider_filter(kind, alpha, alpha_low)
         if options.FilterPlacement(where) is options.FilterPlacement.OUTPUT:
+            self._wanted = None
             self.live.apply(band)
             return True
+        self._wanted = band
         if self.live.apply_layers(band) is not None:
             return True
+        if not exact and (self.grid_running or self.grid_bands):
+            shown = self.live.apply_layers(band, nearest=True) is not None
+            return shown and not self.grid_running and any(b.kind is band.kind for b in self.grid_bands)
         if not self.running:
             self._start(self.result_inputs, self.result_settings, band)
         return False

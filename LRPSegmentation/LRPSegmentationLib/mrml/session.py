@@ -21,13 +21,16 @@ class ExplanationSession:
 
     ``jobs`` starts the explanation jobs (e.g. ``run.child_process_jobs()``: ``lrpseg explain`` in a child
     process); ``idle`` runs while :meth:`explain` waits (``slicer.app.processEvents`` in Slicer, so the application
-    stays responsive); ``keep_runs`` keeps that many finished run folders (inputs and outputs) for inspection.
+    stays responsive); ``keep_runs`` keeps that many finished run folders (inputs and outputs) for inspection;
+    ``precomputeBands`` computes the in-chain band grid in the background after each result (see
+    :class:`~LRPSegmentationLib.mrml.run.RunController`; keep polling while :attr:`gridRunning`).
     """
 
     def __init__(self, scene, work_folder: Path | str, jobs: run.JobFactory,
-                 idle: Callable[[], None] | None = None, keep_runs: int = 0) -> None:
+                 idle: Callable[[], None] | None = None, keep_runs: int = 0, precomputeBands: bool = True) -> None:
         self.scene, self.work_folder, self.idle = scene, Path(work_folder), idle
-        self.controller = run.RunController(scene, self.work_folder / "runs", jobs, keep_runs)
+        self.controller = run.RunController(scene, self.work_folder / "runs", jobs, keep_runs,
+                                            precompute_bands=precomputeBands)
         self._watched: tuple[Any, list] | None = None  # the live view whose lazy voxels follow scene events
         self._filtered_at = 0.0
 
@@ -86,8 +89,26 @@ class ExplanationSession:
         return status
 
     def cancel(self) -> None:
-        """Stop the running job and its whole process tree (returns at once)."""
+        """Stop the running job and the band grid, with their whole process trees (returns at once)."""
         self.controller.cancel()
+
+    @property
+    def gridRunning(self) -> bool:
+        """Whether the in-chain band grid is being computed (poll until it ends: it is imported then)."""
+        return self.controller.grid_running
+
+    @property
+    def gridStatus(self) -> run.RunStatus:
+        """Progress of the in-chain band grid (for a second status line)."""
+        return self.controller.grid_status
+
+    def bandStatus(self, kind: str, alpha: float, alphaLow: float = 0.0) -> str:
+        """"shown", "pending" or "missing": how the in-chain slider stands at this band (mark pending bands)."""
+        return self.controller.band_status(kind, alpha, alphaLow).value
+
+    def computeBand(self, kind: str, alpha: float, alphaLow: float = 0.0) -> bool:
+        """Compute exactly this in-chain band on demand (beside the grid, never waiting for it); True if shown."""
+        return self.controller.show_filter(kind, alpha, alphaLow, options.FilterPlacement.LAYERS.value, exact=True)
 
     def explain(self, volumes: dict, groundTruth=None, timeout: float = 3600, **settings):
         """:meth:`start`, wait (running ``idle`` meanwhile) and return the LiveExplanation; raises on failure."""
@@ -156,3 +177,4 @@ class ExplanationSession:
         self.controller.cancel()
         self._watch(None)
         self.controller.live = self.controller.result_inputs = self.controller.result_settings = None
+        self.controller.grid_bands = ()

@@ -3,28 +3,31 @@
 ``bands.npz`` holds, per band, the relevance on the case's native grid divided by its per-channel max |R| as
 float16 (half the size of float32; the live slider normalises per channel anyway), with those maxima as float32,
 the band labels and the grid shape. ``bands.json`` records the settings and, per band, the scores computed from the
-float32 map before quantising.
+float32 map before quantising. Torch-free at import (the Slicer process reads bands files).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from LRPSegmentationLib.analysis.filters import AmplitudeFilter
-from LRPSegmentationLib.analysis.scores import score_explanation
+from LRPSegmentationLib.analysis.scores import ExplanationScores, score_explanation
 from LRPSegmentationLib.data.caseio import Case
-from LRPSegmentationLib.lrp.bands import explain_bands
-from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
-from LRPSegmentationLib.net.preprocess import PreprocessSpec, prepare_input, relevance_to_native
-from LRPSegmentationLib.net.weights import LoadedModel
-from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, target_on_model_grid
+
+if TYPE_CHECKING:
+    import torch
+
+    from LRPSegmentationLib.net.weights import LoadedModel
+    from LRPSegmentationLib.pipeline.explain_case import ExplainSettings
 
 BANDS_FILE = "bands.npz"
+BANDS_JSON = "bands.json"
 
 
 class BandFileError(ValueError):
@@ -35,7 +38,14 @@ def explain_case_bands(case: Case, loaded: LoadedModel, settings: ExplainSetting
                        bands: Sequence[AmplitudeFilter], device: str | torch.device = "auto", batch_size: int = 4,
                        notify: Callable[[str], None] | None = None,
                        progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, float]:
-    """(relevance (K, 6, D, H, W) float32 on the native grid, seconds) of ``case`` for each in-chain band."""
+    """(relevance (K, 6, D, H, W) float32 on the native grid, seconds) of ``case`` for each in-chain band.
+
+    torch is imported here: the reader and writer of this module serve the Slicer process, which has none."""
+    from LRPSegmentationLib.lrp.bands import explain_bands
+    from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
+    from LRPSegmentationLib.net.preprocess import PreprocessSpec, prepare_input, relevance_to_native
+    from LRPSegmentationLib.pipeline.explain_case import target_on_model_grid
+
     spec = PreprocessSpec.from_dict(loaded.info.preprocess)
     x = prepare_input(case.images, spec)
     target = target_on_model_grid(settings.target, case, spec)
@@ -67,6 +77,16 @@ def write_bands(path: Path | str, bands: Sequence[AmplitudeFilter], relevance: n
     path = Path(path)
     np.savez_compressed(path, normalised=quantised, peak=peak, labels=np.array([b.label for b in bands]))
     return path
+
+
+def read_band_scores(path: Path | str) -> dict[AmplitudeFilter, ExplanationScores]:
+    """The float32 scores of each band's unfiltered map kept in a ``bands.json`` (empty when there is none)."""
+    try:
+        values = json.loads(Path(path).read_text())
+        return {AmplitudeFilter.parse(label): ExplanationScores.from_dict(scores)
+                for label, scores in zip(values["bands"], values["scores"], strict=True)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # the maps alone still serve the slider (scores then from the float16 maps)
 
 
 def read_bands(path: Path | str, shape: Sequence[int] | None = None) -> dict[AmplitudeFilter, np.ndarray]:

@@ -213,7 +213,13 @@ def cmd_bands(args: argparse.Namespace) -> int:
     from LRPSegmentationLib.data.caseio import load_case
     from LRPSegmentationLib.lrp.bands import band_grid
     from LRPSegmentationLib.net.weights import load_model
-    from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, band_scores, explain_case_bands, write_bands
+    from LRPSegmentationLib.pipeline.band_files import (
+        BANDS_FILE,
+        BANDS_JSON,
+        band_scores,
+        explain_case_bands,
+        write_bands,
+    )
     from LRPSegmentationLib.pipeline.outputs import ResultWriter
 
     progress = Progress(args.progress)
@@ -230,7 +236,7 @@ def cmd_bands(args: argparse.Namespace) -> int:
         progress=lambda done, total: progress("explain", 0.05 + 0.85 * done / total, f"{done}/{total} bands"))
     with ResultWriter(args.out, overwrite=args.overwrite) as out:
         write_bands(out.path(BANDS_FILE), bands, relevance)
-        out.json("bands.json", {"case": case.case_id, "model": str(loaded.path), "settings": settings.describe(),
+        out.json(BANDS_JSON, {"case": case.case_id, "model": str(loaded.path), "settings": settings.describe(),
                                 "bands": [b.label for b in bands], "seconds": round(seconds, 3),
                                 "scores": band_scores(relevance, case)})
     progress("done", 1.0, f"{case.case_id}: {len(bands)} bands in {seconds:.1f} s")

@@ -178,6 +178,12 @@ def test_layer_results_are_cached_per_band(live, explanation):
     for high in (0.3, 0.4):
         live.add_layer_result(AmplitudeFilter.pass_band(high), chained)
     assert not live.has_layer_result(band) and len(live.layer_bands) == 2  # oldest dropped
+    grid = [AmplitudeFilter.clamp_band(high) for high in (0.1, 0.2, 0.3)]
+    for pinned in grid:  # a precomputed grid is kept whole, beside the on-demand bands
+        live.add_layer_result(pinned, chained, pinned=True)
+    live.add_layer_result(AmplitudeFilter.pass_band(0.5), chained)
+    assert set(grid) <= set(live.layer_bands) and len(live.layer_bands) == 5
+    assert not live.has_layer_result("pass:0.3")  # only on-demand bands are dropped
     live.apply(None)  # back to the live path after showing a cached (read-only) map
     live.flush()
     np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps["MTT"]),

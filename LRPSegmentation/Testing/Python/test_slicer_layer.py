@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import unittest
 from pathlib import Path
 
@@ -138,10 +139,13 @@ def test_logic_end_to_end_with_a_real_child_process(module, env, tmp_path):
                                 [str(TESTBED_DIR), str(slicer_testbed.MODULE_DIR), os.environ.get("PYTHONPATH", "")])})
     assert reopen.returncode == 0, reopen.stderr[-3000:]
     assert "reopened" in reopen.stdout
+    assert logic.gridRunning  # the in-chain band grid computes in the background (a real child)
+    stop_band_grid(logic)
 
 
 REOPEN = '''
 import sys
+import time
 from pathlib import Path
 import numpy as np
 import slicer_testbed
@@ -157,6 +161,7 @@ env.scene.SetURL(sys.argv[1])
 assert env.scene.Import()
 logic = module.LRPSegmentationLogic()
 assert logic.restoreFromScene()                  # what the widget does on EndImportEvent
+assert logic.gridRunning and logic.bandStatus("clamp", 0.3) == "pending"  # the band grid is recomputed
 layout = display.layout_node(env.scene)
 assert layout.GetViewArrangement() != display.GRID_LAYOUT_ID or layout.IsLayoutDescription(display.GRID_LAYOUT_ID)
 p = logic.getParameterNode()
@@ -169,6 +174,7 @@ rows = logic.applyFilter("pass", alpha=0.3)
 expected = filter_map(raw, AmplitudeFilter.pass_band(0.3))
 for channel, modality in enumerate(MODALITIES):
     assert np.array_equal(nodes.array_from_node(live.heatmaps[modality]), expected.normalised[channel]), modality
+logic.closeScene()                               # stops the band grid's child
 print("reopened", rows[-1]["D(LRP,x)"])
 '''
 
@@ -255,3 +261,14 @@ def test_console_examples_run_as_written(module, env, monkeypatch):
         namespace = {"slicer": slicer_core}
         exec(compile(code, source, "exec"), namespace)
         assert namespace["live"].table is not None and len(namespace["rows"]) == len(MODALITIES) + 1, source
+        stop_band_grid(namespace["logic"])
+
+
+def stop_band_grid(logic, timeout: float = 30.0) -> None:
+    """Cancel the band grid a result started in the background and wait until its child process is gone."""
+    logic.closeScene()
+    deadline = time.monotonic() + timeout
+    while logic.controller.grid_exiting and time.monotonic() < deadline:
+        logic.poll()
+        time.sleep(0.05)
+    assert not logic.gridRunning and not logic.controller.grid_exiting
