@@ -125,9 +125,6 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.stop()
         self.removeObservers()
 
-    def enter(self) -> None:
-        self.initializeParameterNode()
-
     def exit(self) -> None:
         self.setParameterNode(None)
 
@@ -136,15 +133,17 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
-        if self.parent.isEntered:
-            self.initializeParameterNode()
+        self.parent.isEntered and self.initializeParameterNode()
 
     def onSceneEndImport(self, caller, event) -> None:
         with slicer.util.tryWithErrorDisplay(_("Restoring the saved explanation failed.")):
             self.logic.restoreFromScene() and self.initializeParameterNode()  # heatmaps, table, a working slider
+        self.logic.gridRunning and self._timer.start(100)  # the band grid is recomputed in the background
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
+
+    enter = initializeParameterNode  # entering the module shows (and binds) its parameter node
 
     def setParameterNode(self, parameterNode: Optional[LRPSegmentationParameterNode]) -> None:
         if self._parameterNode:
@@ -198,8 +197,8 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if live is not None and p is not None:
             self.ui.scoresTableView.setMRMLTableNode(live.table)
             self.ui.diceLabel.text = _("Dice: {value}").format(value="-" if live.dice is None else f"{live.dice:.3f}")
-            if not self.logic.running:
-                self.ui.statusLabel.text = self.logic.staleReason(p) or self.ui.statusLabel.text
+            if not self.logic.running:  # stale, or "no lesion predicted: showing lesion evidence"
+                self.ui.statusLabel.text = self.logic.staleReason(p) or live.note or self.ui.statusLabel.text
 
     def onLoadCase(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("ISLES case folder"))
@@ -215,18 +214,19 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._timer.start(100)
 
     def onPoll(self) -> None:
-        status = self.logic.poll()
+        ended, status = self.logic.running, self.logic.poll()  # ended: it ran before this poll and stopped now
         self.ui.progressBar.value = int(100 * (status.fraction or 0.0))
         self.ui.statusLabel.text = f"{status.stage}: {status.message}" if status.running else status.message
         self.ui.timeLabel.text = f"{status.elapsed:.1f} s"
-        if not status.running:
-            self._timer.stop()
+        if ended and not status.running:
             if status.state is run.RunState.FAILED:
                 slicer.util.errorDisplay(_("The computation failed: {reason}").format(reason=status.message))
             elif status.state is run.RunState.DONE and self._parameterNode is not None:
                 self.logic.update(self._parameterNode, panel.Change.FILTER | panel.Change.DISPLAY)
             self.updateButtons()
             self.showResult()
+        if not (status.running or self.logic.gridRunning or self.logic.controller.grid_exiting):
+            self._timer.stop()  # the in-chain band grid is imported by this poll too
 
     def onExportScores(self) -> None:
         path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export scores"), "scores.csv", "CSV (*.csv)")
