@@ -130,6 +130,14 @@ class RunInputs:
         return _stamps(nodes) != self.stamps
 
 
+def followed(status: RunStatus, job: JobProtocol) -> RunStatus:
+    """``status`` after the job's new progress events (never blocks): last stage and message, latest fraction."""
+    for event in job.poll():
+        status = replace(status, stage=event.stage, message=event.message,
+                         fraction=status.fraction if event.fraction is None else event.fraction)
+    return replace(status, elapsed=job.elapsed)
+
+
 def input_problems(volumes: Mapping[str, Any]) -> list[str]:
     """Modalities without a volume, and modalities given the volume of another one (each needs its own)."""
     problems, seen = [], {}
@@ -251,11 +259,7 @@ class RunController:
         self._poll_grid()
         if self.job is None or not self.status.running:
             return self.status
-        status = self.status
-        for event in self.job.poll():
-            status = replace(status, stage=event.stage, message=event.message,
-                             fraction=status.fraction if event.fraction is None else event.fraction)
-        self.status = replace(status, elapsed=self.job.elapsed)
+        self.status = followed(self.status, self.job)
         if self.job.finished:
             self.status = self._finish()
         return self.status
@@ -375,11 +379,7 @@ class RunController:
         grid = self._grid
         if grid is None:
             return
-        status = self.grid_status
-        for event in grid.job.poll():
-            status = replace(status, stage=event.stage, message=event.message,
-                             fraction=status.fraction if event.fraction is None else event.fraction)
-        self.grid_status = replace(status, elapsed=grid.job.elapsed)
+        self.grid_status = followed(self.grid_status, grid.job)
         if grid.job.finished:
             self._grid = None
             try:
