@@ -27,9 +27,9 @@ from LRPSegmentationLib.analysis.scores import (
     ExplanationScores,
     ModalityScores,
     ReferenceMasks,
-    _mean,
     conservation,
     summed_map_scores,
+    total_row,
 )
 from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.options import FilterKind
@@ -257,21 +257,8 @@ class BandIndex:
         share, abs_share = shares_from_sums(signed_sums * scale, kept, warn=False)
         per_channel = tuple(ModalityScores(**row, removed_fraction=float(removed[c]), share=float(share[c]),
                                            abs_share=float(abs_share[c])) for c, row in enumerate(rows))
-        total = ModalityScores(
-            modality="all",
-            channel_max=float(np.max(src.channel_max)) if count else 0.0,
-            removed_fraction=float(removed_total),
-            lrp_voxels=sum(r.lrp_voxels for r in per_channel),
-            input_voxels=sum(r.input_voxels for r in per_channel),
-            input_inclusivity=_mean([r.input_inclusivity for r in per_channel]) or 0.0,
-            input_precision=_mean([r.input_precision for r in per_channel]) or 0.0,
-            gt_inclusivity=_mean([r.gt_inclusivity for r in per_channel]),
-            gt_precision=_mean([r.gt_precision for r in per_channel]),
-            mass_accuracy=None, rank_accuracy=None, pointing_game=None,
-            share=1.0 if float(np.sum(signed_sums * scale)) != 0 else 0.0,
-            abs_share=1.0 if float(np.sum(kept)) != 0 else 0.0,
-            mu=_mean([r.mu for r in per_channel]) or 0.0,
-        )
+        total = total_row(per_channel, float(np.max(src.channel_max)) if count else 0.0, float(removed_total),
+                          float(np.sum(signed_sums * scale)), float(np.sum(kept)))
         return ExplanationScores(filter=filt.label, normalization=src.normalization.value,
                                  lrp_threshold=float(lrp_threshold), input_threshold=refs.input_threshold,
                                  smoothing=float(smoothing), gt_voxels=gt_voxels,

@@ -178,6 +178,23 @@ def summed_map_scores(flat: np.ndarray, scale: np.ndarray, index: np.ndarray,
     return mass, rank, pointing
 
 
+def total_row(per_channel, channel_max: float, removed_fraction: float, signed_total: float, abs_total: float,
+              mass_accuracy: float | None = None, rank_accuracy: float | None = None,
+              pointing_game: float | None = None) -> ModalityScores:
+    """The "all" row: counts summed, inclusivities and mu averaged over the channels, shares of the whole map."""
+    return ModalityScores(
+        modality="all", channel_max=channel_max, removed_fraction=removed_fraction,
+        lrp_voxels=sum(r.lrp_voxels for r in per_channel), input_voxels=sum(r.input_voxels for r in per_channel),
+        input_inclusivity=_mean([r.input_inclusivity for r in per_channel]) or 0.0,
+        input_precision=_mean([r.input_precision for r in per_channel]) or 0.0,
+        gt_inclusivity=_mean([r.gt_inclusivity for r in per_channel]),
+        gt_precision=_mean([r.gt_precision for r in per_channel]),
+        mass_accuracy=mass_accuracy, rank_accuracy=rank_accuracy, pointing_game=pointing_game,
+        share=1.0 if signed_total != 0 else 0.0, abs_share=1.0 if abs_total != 0 else 0.0,
+        mu=_mean([r.mu for r in per_channel]) or 0.0,
+    )
+
+
 def conservation(input_sum, output_relevance_sum: float | None) -> float | None:
     """Sum of the unfiltered map over the start relevance's sum (None without one; 0.0 when that sum is 0)."""
     if output_relevance_sum is None:
@@ -322,23 +339,9 @@ def score_explanation(
         empty.append("output relevance sums to zero")
     conservation_value = conservation(filtered.input_sum, output_relevance_sum)
 
-    total = ModalityScores(
-        modality="all",
-        channel_max=float(np.max(filtered.channel_max)) if channels else 0.0,
-        removed_fraction=float(filtered.removed_fraction_total),
-        lrp_voxels=sum(r.lrp_voxels for r in per_channel),
-        input_voxels=sum(r.input_voxels for r in per_channel),
-        input_inclusivity=_mean([r.input_inclusivity for r in per_channel]) or 0.0,
-        input_precision=_mean([r.input_precision for r in per_channel]) or 0.0,
-        gt_inclusivity=_mean([r.gt_inclusivity for r in per_channel]),
-        gt_precision=_mean([r.gt_precision for r in per_channel]),
-        mass_accuracy=total_mass,
-        rank_accuracy=total_rank,
-        pointing_game=total_pointing,
-        share=1.0 if float(np.sum(signed_sums * scale)) != 0 else 0.0,
-        abs_share=1.0 if float(np.sum(abs_sums * scale)) != 0 else 0.0,
-        mu=_mean([r.mu for r in per_channel]) or 0.0,
-    )
+    total = total_row(per_channel, float(np.max(filtered.channel_max)) if channels else 0.0,
+                      float(filtered.removed_fraction_total), float(np.sum(signed_sums * scale)),
+                      float(np.sum(abs_sums * scale)), total_mass, total_rank, total_pointing)
     if empty:
         message = "; ".join(dict.fromkeys(empty))
         warn_empty(message[0].upper() + message[1:])
