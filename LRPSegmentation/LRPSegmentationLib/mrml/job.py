@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from LRPSegmentationLib import options
 
@@ -51,7 +52,7 @@ def _absolute(path: Path) -> str:
 @dataclass(frozen=True)
 class ChildRequest:
     """What every ``lrpseg`` child run of the module shares: the case folder, the output folder, the model, the
-    device, and how relevance is computed and filtered (names from :mod:`LRPSegmentationLib.options`)."""
+    device, the rule preset and the target (names from :mod:`LRPSegmentationLib.options`)."""
 
     case_dir: Path
     out_dir: Path
@@ -59,28 +60,31 @@ class ChildRequest:
     device: str = "auto"
     rule: str = options.DEFAULT_PRESET
     target: str = options.DEFAULT_TARGET.value
-    filter: str = options.FilterKind.NONE.value
-    alpha: float = 1.0
-    alpha_low: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, allowed in (("filter", options.values(options.FilterKind)), ("rule", options.PRESET_NAMES),
-                              ("target", options.values(options.PANEL_TARGETS))):
+        for name, allowed in (("rule", options.PRESET_NAMES), ("target", options.values(options.PANEL_TARGETS))):
             if getattr(self, name) not in allowed:
                 raise JobError(f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}.")
-        if not 0.0 <= self.alpha_low <= self.alpha <= 1.0:
-            raise JobError(f"alpha band [{self.alpha_low}, {self.alpha}] is invalid: need 0 <= a1 <= alpha <= 1.")
 
     def _arguments(self, command: str) -> list[str]:
         args = [command, _absolute(self.case_dir), "--out", _absolute(self.out_dir), "--device", self.device,
-                "--rule", self.rule, "--target", self.target, "--filter", self.filter,
-                "--alpha", repr(float(self.alpha)), "--alpha-low", repr(float(self.alpha_low)), "--progress", "json"]
+                "--rule", self.rule, "--target", self.target, "--progress", "json"]
         if self.model is not None:
             args[2:2] = ["--model", _absolute(self.model)]
         return args
 
+    RUN_PREFIX: ClassVar[str] = "run-"
+
     def arguments(self) -> list[str]:
         raise NotImplementedError
+
+    @classmethod
+    def in_new_run_folder(cls, work_folder: Path | str, **fields) -> ChildRequest:
+        """A request whose ``case_dir`` and ``out_dir`` are ``case`` and ``out`` in a new ``run-*`` (or
+        ``bands-*``) folder of ``work_folder``."""
+        Path(work_folder).mkdir(parents=True, exist_ok=True)
+        run = Path(tempfile.mkdtemp(prefix=cls.RUN_PREFIX, dir=work_folder))
+        return cls(run / "case", run / "out", **fields)
 
     def command(self, python: str | None = None) -> list[str]:
         """Full command line running the CLI module with ``python`` (default: this interpreter)."""
@@ -88,7 +92,27 @@ class ChildRequest:
 
 
 @dataclass(frozen=True)
-class ExplainRequest(ChildRequest):
+class FilteredRequest(ChildRequest):
+    """A child run with an amplitude filter band (explain, check)."""
+
+    filter: str = options.FilterKind.NONE.value
+    alpha: float = 1.0
+    alpha_low: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.filter not in options.values(options.FilterKind):
+            raise JobError(f"filter {self.filter!r}: use one of {', '.join(options.values(options.FilterKind))}.")
+        if not 0.0 <= self.alpha_low <= self.alpha <= 1.0:
+            raise JobError(f"alpha band [{self.alpha_low}, {self.alpha}] is invalid: need 0 <= a1 <= alpha <= 1.")
+
+    def _arguments(self, command: str) -> list[str]:
+        return [*super()._arguments(command), "--filter", self.filter, "--alpha", repr(float(self.alpha)),
+                "--alpha-low", repr(float(self.alpha_low))]
+
+
+@dataclass(frozen=True)
+class ExplainRequest(FilteredRequest):
     """One ``lrpseg explain`` run; ``where`` places the filter on the final map or inside the chain."""
 
     where: str = options.FilterPlacement.OUTPUT.value
@@ -102,12 +126,6 @@ class ExplainRequest(ChildRequest):
         """The ``explain`` sub-command and its options (progress as JSON lines)."""
         return [*self._arguments("explain"), "--where", self.where]
 
-    @classmethod
-    def in_new_run_folder(cls, work_folder: Path | str, **options) -> ExplainRequest:
-        """A request whose ``case_dir`` and ``out_dir`` are ``case`` and ``out`` in a new ``run-*`` folder."""
-        Path(work_folder).mkdir(parents=True, exist_ok=True)
-        run = Path(tempfile.mkdtemp(prefix="run-", dir=work_folder))
-        return cls(run / "case", run / "out", **options)
 
 
 CHECK_PARTS = ("randomisation", "random_logit", "flipping", "ablation", "localisation")
@@ -115,7 +133,7 @@ CHECK_PARTS = ("randomisation", "random_logit", "flipping", "ablation", "localis
 
 
 @dataclass(frozen=True)
-class CheckRequest(ChildRequest):
+class CheckRequest(FilteredRequest):
     """One ``lrpseg check`` run ("Check this explanation"): the explanation's case, model, rule, target and filter,
     the parts to run and optionally the methods; writes check.json, check.csv and plots/ into ``out_dir``."""
 
@@ -152,46 +170,25 @@ class CheckRequest(ChildRequest):
 
 
 @dataclass(frozen=True)
-class BandsRequest:
+class BandsRequest(ChildRequest):
     """One ``lrpseg bands`` run: the in-chain band grid of a case (``bands`` as 'pass:0.2;clamp:0.1', or the default
     grid of ``step``), written as ``bands.npz`` and ``bands.json`` into ``out_dir``."""
 
-    case_dir: Path
-    out_dir: Path
-    model: Path | None = None
-    device: str = "auto"
-    rule: str = options.DEFAULT_PRESET
-    target: str = options.DEFAULT_TARGET.value
     bands: str | None = None
     step: float = 0.05
     batch_size: int = 4
+    RUN_PREFIX: ClassVar[str] = "bands-"
 
     def __post_init__(self) -> None:
-        for name, allowed in (("rule", options.PRESET_NAMES), ("target", options.values(options.PANEL_TARGETS))):
-            if getattr(self, name) not in allowed:
-                raise JobError(f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}.")
+        super().__post_init__()
         if not 0.0 < self.step <= 1.0 or self.batch_size < 1:
             raise JobError(f"step {self.step} / batch_size {self.batch_size}: need 0 < step <= 1, batch_size >= 1.")
 
     def arguments(self) -> list[str]:
         """The ``bands`` sub-command and its options (progress as JSON lines, absolute paths)."""
-        args = ["bands", _absolute(self.case_dir), "--out", _absolute(self.out_dir), "--device", self.device,
-                "--rule", self.rule, "--target", self.target, "--step", repr(float(self.step)),
-                "--batch-size", str(int(self.batch_size)), "--progress", "json"]
-        if self.bands is not None:
-            args += ["--bands", self.bands]
-        if self.model is not None:
-            args[2:2] = ["--model", _absolute(self.model)]
-        return args
+        args = [*self._arguments("bands"), "--step", repr(float(self.step)), "--batch-size", str(int(self.batch_size))]
+        return args + (["--bands", self.bands] if self.bands is not None else [])
 
-    command = ChildRequest.command
-
-    @classmethod
-    def in_new_run_folder(cls, work_folder: Path | str, **options) -> BandsRequest:
-        """A request whose ``case_dir`` and ``out_dir`` are ``case`` and ``out`` in a new ``bands-*`` folder."""
-        Path(work_folder).mkdir(parents=True, exist_ok=True)
-        run = Path(tempfile.mkdtemp(prefix="bands-", dir=work_folder))
-        return cls(run / "case", run / "out", **options)
 
 
 @dataclass(frozen=True)
