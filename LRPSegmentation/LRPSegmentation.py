@@ -4,7 +4,6 @@ Thin Slicer layer: the Widget connects the .ui to the parameter node and the Log
 over the run controller). Only the child process that runs ``lrpseg explain`` imports torch.
 """
 
-import unittest
 from pathlib import Path
 from typing import Annotated, Optional, Union
 
@@ -276,6 +275,7 @@ class LRPSegmentationTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        import unittest  # (stdlib; imported here like every non-Slicer import of this file)
         for test in (self.test_LoadSyntheticCase, self.test_ExplainAndFilter):
             self.setUp()
             try:
