@@ -101,6 +101,7 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = LRPSegmentationLogic()
+        self.logic.controller.precompute_bands = True  # the panel's in-chain slider reads a background band grid
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
@@ -269,9 +270,7 @@ class LRPSegmentationLogic(session.ExplanationSession, ScriptedLoadableModuleLog
 
 
 class LRPSegmentationTest(ScriptedLoadableModuleTest):
-    """Runs by "Reload and Test" (runTest) and by ctest (each test_* method alone): setUp clears the scene."""
-
-    def setUp(self):
+    def setUp(self):  # "Reload and Test" calls runTest; ctest runs each test_* alone: each starts on a clear scene
         slicer.mrmlScene.Clear()
 
     def runTest(self):

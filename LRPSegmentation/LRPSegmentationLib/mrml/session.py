@@ -22,12 +22,13 @@ class ExplanationSession:
     ``jobs`` starts the explanation jobs (e.g. ``run.child_process_jobs()``: ``lrpseg explain`` in a child
     process); ``idle`` runs while :meth:`explain` waits (``slicer.app.processEvents`` in Slicer, so the application
     stays responsive); ``keep_runs`` keeps that many finished run folders (inputs and outputs) for inspection;
-    ``precomputeBands`` computes the in-chain band grid in the background after each result (see
+    ``precomputeBands`` (off for scripts; the panel turns it on) computes the in-chain band grid in the background
+    after each result (see
     :class:`~LRPSegmentationLib.mrml.run.RunController`; keep polling while :attr:`gridRunning`).
     """
 
     def __init__(self, scene, work_folder: Path | str, jobs: run.JobFactory,
-                 idle: Callable[[], None] | None = None, keep_runs: int = 0, precomputeBands: bool = True) -> None:
+                 idle: Callable[[], None] | None = None, keep_runs: int = 0, precomputeBands: bool = False) -> None:
         self.scene, self.work_folder, self.idle = scene, Path(work_folder), idle
         self.controller = run.RunController(scene, self.work_folder / "runs", jobs, keep_runs,
                                             precompute_bands=precomputeBands)

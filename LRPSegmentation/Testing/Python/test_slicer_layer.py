@@ -92,6 +92,7 @@ def blended(env, live, view: str) -> np.ndarray:
 def test_logic_end_to_end_with_a_real_child_process(module, env, tmp_path):
     """Load a synthetic case, explain it in a real child, filter live, route panel changes, reopen the scene."""
     logic = module.LRPSegmentationLogic()
+    logic.controller.precompute_bands = True  # as the panel sets it (the console default is off)
     nodes = logic.loadSyntheticSample(seed=7)
     assert Path(slicer_core.app.cachePath) in Path(logic.workFolder()).parents
     events_before = slicer_core.app.processed_events
@@ -160,6 +161,7 @@ display.register_grid_layout(env.scene)          # what the module does at start
 env.scene.SetURL(sys.argv[1])
 assert env.scene.Import()
 logic = module.LRPSegmentationLogic()
+logic.controller.precompute_bands = True         # as the panel sets it
 assert logic.restoreFromScene()                  # what the widget does on EndImportEvent
 assert logic.gridRunning and logic.bandStatus("clamp", 0.3) == "pending"  # the band grid is recomputed
 layout = display.layout_node(env.scene)
