@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from LRPSegmentationLib.analysis.filters import AmplitudeFilter, FilteredMap, NormalisedMap
+from LRPSegmentationLib.analysis.filters import AmplitudeFilter, FilteredMap, NormalisedMap, removed_fractions
 from LRPSegmentationLib.analysis.metrics import MetricsError, safe_ratio, shares_from_sums
 from LRPSegmentationLib.analysis.scores import (
     ExplanationScores,
@@ -248,12 +248,7 @@ class BandIndex:
 
         scale = src.scale.astype(np.float64)
         kept = abs_sums * scale
-        safe = np.where(src.input_abs_sum > 0, src.input_abs_sum, 1.0)
-        removed = np.where(src.input_abs_sum > 0, 1.0 - kept / safe, 0.0)
-        total_in = float(src.input_abs_sum.sum())
-        removed_total = 1.0 - float(kept.sum()) / total_in if total_in > 0 else 0.0
-        if filt.kind is FilterKind.NONE:
-            removed, removed_total = np.zeros_like(removed), 0.0
+        removed, removed_total = removed_fractions(kept, src.input_abs_sum, filt)
         share, abs_share = shares_from_sums(signed_sums * scale, kept, warn=False)
         per_channel = tuple(ModalityScores(**row, removed_fraction=float(removed[c]), share=float(share[c]),
                                            abs_share=float(abs_share[c])) for c, row in enumerate(rows))

@@ -381,13 +381,7 @@ class NormalisedMap:
             abs_sum = self.input_abs_sum / self.scale
         else:
             abs_sum = ops.sum(magnitude, tuple(range(1, magnitude.ndim)))
-        kept = abs_sum * self.scale
-        safe = np.where(self.input_abs_sum > 0, self.input_abs_sum, 1.0)
-        removed = np.where(self.input_abs_sum > 0, 1.0 - kept / safe, 0.0)
-        total_in = float(self.input_abs_sum.sum())
-        removed_total = 1.0 - float(kept.sum()) / total_in if total_in > 0 else 0.0
-        if filt.kind is FilterKind.NONE:
-            removed, removed_total = np.zeros_like(removed), 0.0
+        removed, removed_total = removed_fractions(abs_sum * self.scale, self.input_abs_sum, filt)
         return FilteredMap(
             normalised=_moved_back(values, self.channel_axis),
             magnitude=_moved_back(magnitude, self.channel_axis),
@@ -402,6 +396,18 @@ class NormalisedMap:
             channel_axis=self.channel_axis,
             source=self,
         )
+
+
+def removed_fractions(kept: np.ndarray, input_abs_sum: np.ndarray,
+                      filt: AmplitudeFilter) -> tuple[np.ndarray, float]:
+    """Per channel and in total, the share of absolute relevance a filter took away: ``1 - kept / input`` (0 for
+    the identity and for a channel without relevance; negative when a clamp lifted small values)."""
+    if filt.kind is FilterKind.NONE:
+        return np.zeros_like(input_abs_sum, dtype=np.float64), 0.0
+    safe = np.where(input_abs_sum > 0, input_abs_sum, 1.0)
+    removed = np.where(input_abs_sum > 0, 1.0 - kept / safe, 0.0)
+    total_in = float(input_abs_sum.sum())
+    return removed, (1.0 - float(kept.sum()) / total_in if total_in > 0 else 0.0)
 
 
 def normalise_map(
