@@ -236,24 +236,33 @@ def similarity(original: np.ndarray, other: np.ndarray, brain: np.ndarray) -> tu
     return rho, structural
 
 
+def box_mean_parts(values: torch.Tensor, size: tuple[int, int, int]) -> torch.Tensor:
+    """Box sums of ``values`` (N, D, H, W) over a centred ``size`` box (zero padding), up to one constant factor:
+    three 1-D passes (separable), so a wide box costs its width, not its volume."""
+    out = values[:, None]
+    for axis, width in enumerate(size):
+        kernel, pad = [1, 1, 1], [0, 0, 0]
+        kernel[axis], pad[axis] = width, width // 2
+        out = F.avg_pool3d(out, tuple(kernel), 1, tuple(pad))
+    return out[:, 0]
+
+
 def road_replace(x: torch.Tensor, remove: torch.Tensor, brain: torch.Tensor, sizes=((3, 7, 7), (5, 15, 15))):
     """x with ``remove`` (N, C, D, H, W) bool replaced by the mean of the kept brain voxels nearby (normalised box
-    convolution, widening the box where nothing is kept), else by the channel's in-brain mean."""
+    sums, widening the box where nothing is kept), else by the channel's in-brain mean."""
     keep = (~remove & brain).to(x.dtype)
-    out = x.clone()
-    todo = remove.clone()
+    stacked = torch.cat([(x * keep).flatten(0, 1), keep.flatten(0, 1)])  # box sums of both in one call
+    out, todo = x, remove
     for size in sizes:
-        pad = tuple(s // 2 for s in size)
-        total = F.avg_pool3d((x * keep).flatten(0, 1)[:, None], size, 1, pad)[:, 0].view_as(x)
-        weight = F.avg_pool3d(keep.flatten(0, 1)[:, None], size, 1, pad)[:, 0].view_as(x)
+        total, weight = box_mean_parts(stacked, size).view(2, *x.shape)
         ready = todo & (weight > 1e-6)
-        out[ready] = (total / weight.clamp_min(1e-6))[ready]
-        todo &= ~ready
-    if bool(todo.any()):
-        count = brain.sum((2, 3, 4), keepdim=True).clamp_min(1)
-        mean = (x * brain).sum((2, 3, 4), keepdim=True) / count
-        out = torch.where(todo, mean.expand_as(x), out)
-    return out
+        out = torch.where(ready, total / weight.clamp_min(1e-6), out)
+        todo = todo & ~ready
+        if not bool(todo.any()):
+            return out
+    count = brain.sum((2, 3, 4), keepdim=True).clamp_min(1)
+    mean = (x * brain).sum((2, 3, 4), keepdim=True) / count
+    return torch.where(todo, mean.expand_as(x), out)
 
 
 def perturbation_curve(score: attribution.ScalarTarget, x: torch.Tensor, order: np.ndarray, brain: torch.Tensor,

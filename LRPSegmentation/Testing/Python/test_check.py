@@ -15,7 +15,7 @@ from LRPSegmentationLib.data.caseio import Case
 from LRPSegmentationLib.lrp.targets import Target
 from LRPSegmentationLib.net.model import UNet3D, UNetConfig
 from LRPSegmentationLib.net.preprocess import PreprocessSpec
-from LRPSegmentationLib.pipeline.check import CheckOptions, run_check
+from LRPSegmentationLib.pipeline.check import CheckOptions, road_replace, run_check
 from LRPSegmentationLib.pipeline.cli import main
 
 GRID = PreprocessSpec(size=(8, 16, 16))
@@ -42,6 +42,29 @@ def test_similarity_numbers():
     assert ssim(volume, 3 * volume) == pytest.approx(1.0)
     assert ssim(volume, np.random.default_rng(3).random((6, 12, 12))) < 0.2
     assert aopc([2.0, 1.0, 0.0]) == pytest.approx(0.5) and aopc([2.0, 2.0]) == 0.0
+
+
+def test_road_replacement_is_the_mean_of_the_kept_brain_voxels_nearby():
+    """Each removed voxel gets the mean of the kept brain voxels in the smallest box that has one, else the
+    channel's in-brain mean (checked voxel by voxel against the definition)."""
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(rng.normal(size=(1, 2, 5, 9, 11)).astype(np.float32))
+    brain = torch.from_numpy(rng.random((1, 1, 5, 9, 11)) > 0.2).expand_as(x)
+    remove = torch.from_numpy(rng.random((1, 2, 5, 9, 11)) < 0.3)
+    remove[0, 1, 1:5, 1:8, 1:10] = True  # a hole wider than the small box, one beyond both: both fallbacks
+    sizes = ((3, 3, 3), (3, 5, 5))
+    out = road_replace(x, remove, brain, sizes).numpy()[0]
+    xv, kept, gone = x.numpy()[0], (~remove & brain).numpy()[0], remove.numpy()[0]
+    for c, k, j, i in zip(*np.nonzero(gone)):
+        for size in sizes:
+            box = tuple(slice(max(0, p - s // 2), p + s // 2 + 1) for p, s in zip((k, j, i), size))
+            if kept[c][box].any():
+                expected = xv[c][box][kept[c][box]].mean()
+                break
+        else:
+            expected = xv[c][brain.numpy()[0, c]].mean()
+        assert out[c, k, j, i] == pytest.approx(expected, abs=1e-5)
+    assert np.array_equal(out[~gone], xv[~gone])
 
 
 def test_an_ignored_modality_has_no_ablation_effect_and_no_share(case):
