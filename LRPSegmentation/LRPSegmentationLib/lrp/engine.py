@@ -33,6 +33,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from LRPSegmentationLib.lrp.canonize import OUTPUT_TOLERANCE, cached_canonical
+from LRPSegmentationLib.lrp.convolution import fast_convolutions
 from LRPSegmentationLib.lrp.errors import ExplainInputError, UnsupportedModelError
 from LRPSegmentationLib.lrp.outputs import full_resolution
 from LRPSegmentationLib.lrp.presets import Composite, get_composite
@@ -393,7 +394,7 @@ def explain(
     x_req = x.detach().requires_grad_(True)
     session.install()
     try:
-        with torch.enable_grad(), _Guard(session):
+        with torch.enable_grad(), _Guard(session), fast_convolutions():
             output = full_resolution(canonical.module(x_req))
     finally:
         session.remove()
@@ -410,7 +411,8 @@ def explain(
     start = start.detach().to(dtype=output.dtype, device=output.device)
     Tap("output", None, session.records).apply(start)
     if output.requires_grad:
-        (relevance,) = torch.autograd.grad(output, x_req, start, allow_unused=True)
+        with fast_convolutions():
+            (relevance,) = torch.autograd.grad(output, x_req, start, allow_unused=True)
     else:
         relevance = None
     if relevance is None:

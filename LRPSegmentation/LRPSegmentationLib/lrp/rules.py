@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from LRPSegmentationLib.lrp.convolution import conv3d_input_grad
+
 DEFAULT_EPSILON = 1e-9
 """The paper's stabiliser (Table annex 2)."""
 
@@ -73,6 +75,10 @@ def layer_input_grad(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, g
     conv = isinstance(module, nn.modules.conv._ConvNd)
     if conv and module.padding_mode == "zeros" and not isinstance(module.padding, str):
         transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
+        if isinstance(module, nn.Conv3d):
+            fast = conv3d_input_grad(grad, x, weight, module.stride, module.padding, module.dilation, module.groups)
+            if fast is not None:
+                return fast
         return torch.ops.aten.convolution_backward(
             grad, x, weight, None, list(module.stride), list(module.padding), list(module.dilation),
             transposed, list(module.output_padding), module.groups, [True, False, False],
