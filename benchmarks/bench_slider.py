@@ -63,13 +63,12 @@ def full_recomputation(live, filt, state: dict) -> None:
     from LRPSegmentationLib.analysis.scores import score_explanation
     from LRPSegmentationLib.data.modalities import MODALITIES
     from LRPSegmentationLib.mrml import display, tables
-    from LRPSegmentationLib.mrml.live import score_rows
 
     state["map"] = live.cache.filtered(filt, reuse=state.get("map"))
     scores = score_explanation(state["map"], live.references)
     for channel, modality in enumerate(MODALITIES):
         display.update_heatmap(live.heatmaps[modality], state["map"].normalised[channel])
-    tables.update_table_values(live.table, score_rows(scores, live.dice))
+    tables.update_table_values(live.table, tables.score_rows(scores, live.dice))
 
 
 def main() -> None:

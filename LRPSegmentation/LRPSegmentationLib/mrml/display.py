@@ -1,4 +1,11 @@
-"""How relevance is shown: the diverging colour table, symmetric windows, heatmap nodes and the slice layouts."""
+"""How relevance is shown: the diverging colour table, symmetric windows, heatmap nodes and the slice layouts.
+
+Each modality has two nodes. The heatmap (a float scalar volume) holds the relevance values: saved with the scene,
+read by scripts and by Slicer's Data Probe (it is each view's foreground, at opacity 0). The overlay (a uint8
+labelmap of colour codes, :func:`relevance_codes`) is what the views show, as their label layer: a labelmap's
+display pipeline is one colour lookup where a scalar volume's is about nine image filters, so re-blending six views
+after a slider move costs a third as much.
+"""
 
 from __future__ import annotations
 
@@ -99,6 +106,27 @@ def heatmap_node(scene, relevance: np.ndarray, geometry: Geometry, modality: str
     return node
 
 
+def relevance_codes(values: np.ndarray, half_width: float, entries: int = 256) -> np.ndarray:
+    """uint8 colour codes of ``values`` in the window [-half_width, half_width] of :func:`relevance_color_node`:
+    code ``round((v / half_width + 1) * (entries - 1) / 2)``, clipped (the window/level mapping of a heatmap)."""
+    half = (entries - 1) / 2.0
+    codes = np.multiply(values, half / max(float(half_width), 1e-30), dtype=np.float32)
+    codes += half
+    np.clip(codes, 0, entries - 1, out=codes)
+    return np.rint(codes, out=codes).astype(np.uint8)
+
+
+def overlay_node(scene, heatmap, geometry: Geometry, modality: str):
+    """The labelmap of colour codes the views show for ``heatmap`` (role ``overlay_<MOD>``), created or reused."""
+    node = owned_output(scene, "vtkMRMLLabelMapVolumeNode", f"overlay_{modality}", f"{heatmap.GetName()} overlay")
+    node.SetAttribute(MODALITY_ATTRIBUTE, modality)
+    codes = relevance_codes(array_from_node(heatmap), heatmap.GetDisplayNode().GetWindowLevelMax() or 1.0)
+    volume_node(scene, codes, geometry, node.GetName(), labelmap=True, node=node)
+    node.GetDisplayNode().SetAndObserveColorNodeID(relevance_color_node(scene).GetID())
+    place_next_to(scene, node, heatmap, "LRPSegmentation")
+    return node
+
+
 def update_heatmap(node, values: np.ndarray, half_width: float | None = None) -> None:
     """Overwrite a heatmap's voxels in place (no reallocation) and optionally its window; fast enough for sliders."""
     voxels = array_from_node(node)
@@ -111,7 +139,7 @@ def update_heatmap(node, values: np.ndarray, half_width: float | None = None) ->
 
 
 def update_heatmap_region(node, values: np.ndarray, region: tuple[slice, ...]) -> None:
-    """Overwrite only ``voxels[region]`` of a heatmap (the slices the views show while a slider is dragged)."""
+    """Overwrite only ``voxels[region]`` of a heatmap or overlay (the slices the views show while a slider moves)."""
     voxels = array_from_node(node)
     voxels[region] = values
     voxels_modified(node)
@@ -211,40 +239,45 @@ def composite_node(scene, view_name: str):
     return scene.AddNode(node)
 
 
-def set_view_layers(scene, view_name: str, background=None, foreground=None, label=None,
+def set_view_layers(scene, view_name: str, background=None, heatmap=None, overlay=None,
                     opacity: float | None = None, linked: bool | None = None) -> None:
-    """Background/foreground/label volumes and foreground opacity of one slice view (None leaves a layer as is)."""
+    """One slice view: ``background`` volume, ``heatmap`` as the foreground at opacity 0 (its values in the Data
+    Probe), its ``overlay`` as the label layer at ``opacity`` (None leaves a layer or the opacity as is)."""
     node = composite_node(scene, view_name)
     if background is not None:
         node.SetBackgroundVolumeID(background.GetID())
-    if foreground is not None:
-        node.SetForegroundVolumeID(foreground.GetID())
-    if label is not None:
-        node.SetLabelVolumeID(label.GetID())
+    if heatmap is not None:
+        node.SetForegroundVolumeID(heatmap.GetID())
+        node.SetForegroundOpacity(0.0)
+    if overlay is not None:
+        node.SetLabelVolumeID(overlay.GetID())
     if opacity is not None:
-        node.SetForegroundOpacity(float(np.clip(opacity, 0.0, 1.0)))
+        node.SetLabelOpacity(float(np.clip(opacity, 0.0, 1.0)))
     if linked is not None:
         node.SetLinkedControl(bool(linked))
 
 
-def set_foreground_opacity(scene, opacity: float, view_names: Sequence[str] | None = None) -> None:
-    """Foreground (heatmap) opacity of the given views (default: the 2x3 views and the single view)."""
+def set_heatmap_opacity(scene, opacity: float, view_names: Sequence[str] | None = None) -> None:
+    """Opacity of the heatmap overlays in the given views (default: the 2x3 views and the single view)."""
     for view in view_names or (*GRID_VIEW_NAMES, SINGLE_VIEW_NAME):
         set_view_layers(scene, view, opacity=opacity)
 
 
-def show_grid(scene, backgrounds: Mapping[str, Any], heatmaps: Mapping[str, Any], opacity: float = 0.5) -> None:
+def show_grid(scene, backgrounds: Mapping[str, Any], heatmaps: Mapping[str, Any], overlays: Mapping[str, Any],
+              opacity: float = 0.5) -> None:
     """Switch to the linked 2x3 layout, each view showing modality k under heatmap k."""
     layout = register_grid_layout(scene)
     if layout.GetViewArrangement() != GRID_LAYOUT_ID:  # re-setting would rebuild the views on every slider move
         layout.SetViewArrangement(GRID_LAYOUT_ID)
     for modality, view in zip(MODALITIES, GRID_VIEW_NAMES):
-        set_view_layers(scene, view, backgrounds.get(modality), heatmaps.get(modality), opacity=opacity, linked=True)
+        set_view_layers(scene, view, backgrounds.get(modality), heatmaps.get(modality), overlays.get(modality),
+                        opacity=opacity, linked=True)
 
 
-def show_single(scene, background, heatmap, opacity: float = 0.5, view_name: str = SINGLE_VIEW_NAME) -> None:
+def show_single(scene, background, heatmap, overlay, opacity: float = 0.5,
+                view_name: str = SINGLE_VIEW_NAME) -> None:
     """Switch to the one-view layout showing one modality under its heatmap."""
     layout = layout_node(scene)
     if layout.GetViewArrangement() != ONE_UP_RED_LAYOUT_ID:
         layout.SetViewArrangement(ONE_UP_RED_LAYOUT_ID)
-    set_view_layers(scene, view_name, background, heatmap, opacity=opacity)
+    set_view_layers(scene, view_name, background, heatmap, overlay, opacity=opacity)

@@ -8,10 +8,11 @@ them in a child process) and handed in with :meth:`LiveExplanation.add_layer_res
 
 One slider move is :meth:`LiveExplanation.apply`: every score of the band from the map's
 :class:`~LRPSegmentationLib.analysis.band_scores.BandIndex` (binary searches, no pass over the map), the filtered band
-written into the heatmap slices the views show, the table values overwritten in place. The voxels off screen follow
-in :meth:`LiveExplanation.flush` (call it before saving or reading the heatmaps; :func:`observe` does it on a
-scene save and writes newly shown slices after a scroll). Qt-free; the scene is an argument
-(``slicer.mrmlScene`` in Slicer, a plain ``vtkMRMLScene`` in tests).
+written as colour codes into the overlay slices the views show (see :mod:`~LRPSegmentationLib.mrml.display`), the
+table values overwritten in place. The heatmap values and the overlay voxels off screen follow in
+:meth:`LiveExplanation.flush` (call it before saving or reading the heatmaps; :func:`observe` does it on a scene
+save and writes newly shown slices after a scroll; the panel calls it once the slider rests). Qt-free; the scene
+is an argument (``slicer.mrmlScene`` in Slicer, a plain ``vtkMRMLScene`` in tests).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,18 +43,7 @@ from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.mrml import case as case_nodes
 from LRPSegmentationLib.mrml import display, nodes, tables
-from LRPSegmentationLib.pipeline.outputs import MASK_FILE, read_note, relevance_file
-
-SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("modality", "Modality"),
-    ("input_inclusivity", "D(LRP,x)"),
-    ("gt_inclusivity", "D(LRP,y_OT)"),
-    ("input_precision", "D(x,LRP)"),
-    ("gt_precision", "D(y_OT,LRP)"),
-    ("share", "Share"),
-    ("abs_share", "|Share|"),
-)
-"""(score field, table column) of the side-panel table; "Retained", "Conservation" and "Dice" columns follow."""
+from LRPSegmentationLib.pipeline.outputs import MASK_FILE, read_note, read_relevance
 
 RAW_ROLE = "raw_relevance_"
 """Role prefix of the volume nodes keeping the raw map (``raw_relevance_ADC`` ...)."""
@@ -67,22 +57,6 @@ MIN_WINDOW = 1e-3
 
 class LiveError(ValueError):
     """A live-view request that cannot be served (wrong shapes, missing run outputs); says what to do."""
-
-
-def score_rows(scores: ExplanationScores, dice: float | None = None) -> list[dict[str, Any]]:
-    """The table rows of ``scores``: one per modality, then "all"; retained relevance = 1 - removed fraction.
-
-    Conservation (sum of the unfiltered input relevance over the start relevance; the same on the model and the
-    native grid) and Dice are whole-case values, repeated on every row as in ``scores.csv``.
-    """
-    rows = []
-    for row in (*scores.modalities, scores.total):
-        values: dict[str, Any] = {label: getattr(row, key) for key, label in SCORE_COLUMNS}
-        values["Retained"] = 1.0 - row.removed_fraction
-        values["Conservation"] = scores.conservation
-        values["Dice"] = dice
-        rows.append(values)
-    return rows
 
 
 def slider_filter(kind: str = "none", alpha: float = 1.0, alpha_low: float = 0.0) -> AmplitudeFilter:
@@ -101,15 +75,6 @@ def band_key(filt: AmplitudeFilter | str | None) -> AmplitudeFilter:
     if filt == NO_FILTER:
         return NO_FILTER
     return AmplitudeFilter(filt.kind, round(filt.low, 3), round(filt.high, 3))
-
-
-def read_relevance(out_dir: Path | str) -> np.ndarray:
-    """The raw (6, D, H, W) float32 relevance ``lrpseg explain`` wrote as ``relevance_<MOD>.nii.gz`` in ``out_dir``."""
-    out_dir = Path(out_dir)
-    missing = [m for m in MODALITIES if not (out_dir / relevance_file(m)).is_file()]
-    if missing:
-        raise LiveError(f"{out_dir}: no {relevance_file(missing[0])}; run 'lrpseg explain' into this folder first.")
-    return np.stack([read_volume(out_dir / relevance_file(m))[0] for m in MODALITIES]).astype(np.float32)
 
 
 UPDATE_STEPS: tuple[str, ...] = ("scores", "voxels", "table")
@@ -178,6 +143,7 @@ class LiveExplanation:
         blank = np.zeros(geometry.shape, np.float32)
         self.heatmaps = {m: display.heatmap_node(scene, blank, geometry, m, half_width=1.0, reference=self.reference)
                          for m in MODALITIES}
+        self.overlays = {m: display.overlay_node(scene, self.heatmaps[m], geometry, m) for m in MODALITIES}
         self.raw_nodes = self._keep_raw(relevance)
         nodes.remove_outputs(scene, [role for role, mask in (("prediction", prediction), ("ground_truth", ground_truth))
                                    if mask is None])  # a stale outline of an earlier run would mislead
@@ -194,12 +160,13 @@ class LiveExplanation:
         self._layers: OrderedDict[AmplitudeFilter, BandIndex] = OrderedDict()
         self._pinned: set[AmplitudeFilter] = set()
         self._exact: dict[AmplitudeFilter, ExplanationScores] = {}  # float32 scores of float16-stored bands
+        self._sources: dict[AmplitudeFilter, tuple[Callable[[], np.ndarray], ExplanationScores | None]] = {}
         self._ras_to_ijk = np.linalg.inv(nodes.ijk_to_ras(geometry))
         self._filtered: FilteredMap | None = None  # reuse buffers of the final map's full filtered copies
         self._map: FilteredMap | None = None  # the full filtered map of what is shown, once made
         self._scores: ExplanationScores | None = None
         self._stale, self._written = False, set()
-        self._windows: dict[str, float] = {}
+        self._window = 1.0  # half width of the colour window of the band shown
         self.apply(NO_FILTER)
         self.flush()
 
@@ -340,27 +307,41 @@ class LiveExplanation:
             del self._layers[band]
             self._exact.pop(band, None)
 
+    def add_layer_source(self, filt: AmplitudeFilter | str | None, load: Callable[[], np.ndarray],
+                         scores: ExplanationScores | None = None) -> None:
+        """Offer the in-chain band ``filt`` without reading it: ``load()`` returns its raw map when the slider first
+        shows it (a precomputed grid on disk: memory only for the bands shown, at most ``max_layer_results`` of
+        them indexed at once besides the pinned ones; a dropped band is loaded again when shown again)."""
+        self._sources[band_key(filt)] = (load, scores)
+
     def has_layer_result(self, filt: AmplitudeFilter | str | None) -> bool:
-        """Whether the in-chain result of band ``filt`` is cached (the unfiltered map always is)."""
+        """Whether the in-chain result of band ``filt`` is cached or offered (the unfiltered map always is)."""
         key = band_key(filt)
-        return key == NO_FILTER or key in self._layers
+        return key == NO_FILTER or key in self._layers or key in self._sources
 
     @property
     def layer_bands(self) -> tuple[AmplitudeFilter, ...]:
-        """The cached in-chain bands, oldest first."""
+        """The in-chain bands cached (oldest first) or offered."""
+        return tuple(dict.fromkeys([*self._layers, *self._sources]))
+
+    @property
+    def loaded_bands(self) -> tuple[AmplitudeFilter, ...]:
+        """The in-chain bands held in memory (indexed), oldest first."""
         return tuple(self._layers)
 
     def clear_layer_results(self) -> None:
         self._layers.clear()
         self._pinned.clear()
         self._exact.clear()
+        self._sources.clear()
 
     def nearest_layer_band(self, filt: AmplitudeFilter | str | None) -> AmplitudeFilter | None:
-        """The cached in-chain band of the same kind closest to ``filt`` (ends compared), None when there is none."""
+        """The in-chain band (cached or offered) of the same kind closest to ``filt`` (ends compared), None when
+        there is none."""
         key = band_key(filt)
-        if key == NO_FILTER or key in self._layers:
+        if key == NO_FILTER or key in self._layers or key in self._sources:
             return key
-        same = [band for band in self._layers if band.kind is key.kind]
+        same = [band for band in self.layer_bands if band.kind is key.kind]
         return min(same, key=lambda b: (abs(b.high - key.high) + abs(b.low - key.low), b.high, b.low), default=None)
 
     def apply_layers(self, filt: AmplitudeFilter | str | None, nearest: bool = False) -> ExplanationScores | None:
@@ -371,6 +352,9 @@ class LiveExplanation:
         key = self.nearest_layer_band(filt) if nearest else band_key(filt)
         if key is None:
             return None
+        if key not in self._layers and key in self._sources:
+            load, scores = self._sources[key]
+            self.add_layer_result(key, load(), scores=scores)
         index = self.index if key == NO_FILTER else self._layers.get(key)
         if index is None:
             return None
@@ -389,34 +373,38 @@ class LiveExplanation:
 
     @property
     def stale(self) -> bool:
-        """Whether heatmap voxels off screen still show an earlier band (until :meth:`flush`)."""
+        """Whether the heatmap values, or overlay voxels off screen, still show an earlier band (until
+        :meth:`flush`)."""
         return self._stale
 
     def flush(self) -> None:
-        """Write the whole filtered map into the heatmaps (the voxels :meth:`apply` left for later)."""
+        """Write the whole filtered map into the heatmaps (values and window) and the overlays (the voxels
+        :meth:`apply` left for later)."""
         if not self._stale:
             return
         filtered = self._full_map()
         for channel, modality in enumerate(MODALITIES):
-            display.update_heatmap(self.heatmaps[modality], filtered.normalised[channel])
+            values = filtered.normalised[channel]
+            display.update_heatmap(self.heatmaps[modality], values, half_width=self._window)
+            display.update_heatmap(self.overlays[modality], display.relevance_codes(values, self._window))
         self._stale = False
 
     def refresh_views(self) -> None:
-        """Write the band into the slices the views show now that are not written yet (after a scroll)."""
+        """Write the band into the overlay slices the views show now that are not written yet (after a scroll)."""
         if not self._stale:
             return
-        shown = display.shown_slices(self.scene, list(self.heatmaps.values()), self._ras_to_ijk, self.geometry.shape)
+        shown = display.shown_slices(self.scene, list(self.overlays.values()), self._ras_to_ijk, self.geometry.shape)
         if any(slices is display.ALL_SLICES for slices in shown.values()):
             self.flush()
             return
         for channel, modality in enumerate(MODALITIES):
-            node = self.heatmaps[modality]
+            node = self.overlays[modality]
             for axis, position in shown.get(node.GetID(), []):
                 if (channel, axis, position) in self._written:
                     continue
                 region = (slice(None),) * axis + (position,)
                 values = filtered_region(self._index.source, self._band, channel, region)
-                display.update_heatmap_region(node, values, region)
+                display.update_heatmap_region(node, display.relevance_codes(values, self._window), region)
                 self._written.add((channel, axis, position))
 
     def _full_map(self) -> FilteredMap:
@@ -437,14 +425,11 @@ class LiveExplanation:
         self._scores, self._map = exact, None
         self._index, self._band, self.filter, self.where = index, band, key, where
         marks = (start, _now())
-        for modality in MODALITIES:
-            if self._windows.get(modality) != window:
-                display.set_window(self.heatmaps[modality], window)
-                self._windows[modality] = window
+        self._window = window
         self._stale, self._written = True, set()
         self.refresh_views()
         marks += (_now(),)
-        rows = score_rows(self._band_scores, self.dice)
+        rows = tables.score_rows(self._band_scores, self.dice)
         if self.table is None:
             self.table = tables.scores_table(self.scene, rows, reference=self.reference)
         else:
@@ -464,9 +449,10 @@ class LiveExplanation:
         if single_view:
             if modality not in self.heatmaps:
                 raise LiveError(f"Unknown modality {modality!r}: use one of {', '.join(MODALITIES)}.")
-            display.show_single(self.scene, self.backgrounds.get(modality), self.heatmaps[modality], opacity)
+            display.show_single(self.scene, self.backgrounds.get(modality), self.heatmaps[modality],
+                                self.overlays[modality], opacity)
         else:
-            display.show_grid(self.scene, self.backgrounds, self.heatmaps, opacity)
+            display.show_grid(self.scene, self.backgrounds, self.heatmaps, self.overlays, opacity)
         for node in (self.segmentation, self.ground_truth_segmentation):
             if node is not None and node.GetDisplayNode() is not None:
                 node.GetDisplayNode().SetVisibility(bool(outlines))

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.mrml.case import write_case_folder
 from LRPSegmentationLib.mrml.job import BandsRequest, ExplainRequest, ProgressEvent, start_explain
 from LRPSegmentationLib.mrml.live import LiveExplanation, band_key, slider_filter
-from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, BANDS_JSON, BandFileError, read_band_scores, read_bands
+from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, BANDS_JSON, BandFile, BandFileError, read_band_scores
 
 
 class RunError(ValueError):
@@ -220,6 +221,7 @@ class RunController:
         self._grid: _GridRun | None = None
         self._stopping: list[_GridRun] = []  # cancelled grid jobs, polled until their process tree is gone
         self._wanted: AmplitudeFilter | None = None  # the in-chain band the slider asks for (None: final-map mode)
+        self._grid_file: Path | None = None  # the imported grid's bands, read band by band while it is shown
 
     @property
     def running(self) -> bool:
@@ -289,6 +291,7 @@ class RunController:
                 self.live.apply_layers(run.band)
             else:
                 self.grid_bands = ()
+                self._drop_grid_file()
                 self._start_grid()
             return RunStatus(RunState.DONE, "done", 1.0, f"Done in {elapsed:.1f} s.", elapsed)
         finally:
@@ -326,6 +329,7 @@ class RunController:
         """After a scene was loaded: rebuild the live view of the result saved in it (False when it has none)."""
         self._stop_grid()
         self.grid_bands = ()
+        self._drop_grid_file()
         self.live = LiveExplanation.from_scene(self.scene)
         if self.live is None:
             self.result_inputs = self.result_settings = None
@@ -336,7 +340,19 @@ class RunController:
         self._start_grid()  # the grid is recomputed in the background: the in-chain slider shows it pending
         return True
 
+    def forget(self) -> None:
+        """Stop the jobs and drop the result (its nodes stay in the scene, e.g. before the scene is cleared)."""
+        self.cancel()
+        self.live = self.result_inputs = self.result_settings = None
+        self.grid_bands = ()
+        self._drop_grid_file()
+
     # ------------------------------------------------------------------------------------------- band grid
+    def _drop_grid_file(self) -> None:
+        if self._grid_file is not None:
+            self._grid_file.unlink(missing_ok=True)
+            self._grid_file = None
+
     @property
     def grid_running(self) -> bool:
         return self._grid is not None
@@ -396,17 +412,22 @@ class RunController:
         if grid.live is not self.live or grid.inputs.changed():
             return RunStatus(RunState.FAILED, elapsed=elapsed,
                              message="The explanation changed while the band grid was computed.")
+        kept = self.work_folder / f"grid-{grid.request.case_dir.parent.name}.npz"  # outlives the run folder
         try:
-            bands = read_bands(grid.request.out_dir / BANDS_FILE, self.live.geometry.shape)
-        except BandFileError as error:
+            (grid.request.out_dir / BANDS_FILE).replace(kept)
+            bands = BandFile(kept, self.live.geometry.shape)
+        except (OSError, BandFileError) as error:
+            kept.unlink(missing_ok=True)
             return RunStatus(RunState.FAILED, message=str(error), elapsed=elapsed)
+        self._drop_grid_file()
+        self._grid_file = kept
         scores = read_band_scores(grid.request.out_dir / BANDS_JSON)
-        for band, relevance in bands.items():
-            self.live.add_layer_result(band, relevance, pinned=True, scores=scores.get(band))
-        self.grid_bands = tuple(band_key(band) for band in bands)
+        for band in bands.bands:  # read band by band when the slider shows it
+            self.live.add_layer_source(band, partial(bands.relevance, band), scores.get(band))
+        self.grid_bands = tuple(band_key(band) for band in bands.bands)
         if self._wanted is not None:  # the slider waited in the chain: show its nearest band now
             self.live.apply_layers(self._wanted, nearest=True)
-        return RunStatus(RunState.DONE, "done", 1.0, f"{len(bands)} in-chain bands in {elapsed:.1f} s.", elapsed)
+        return RunStatus(RunState.DONE, "done", 1.0, f"{len(bands.bands)} in-chain bands in {elapsed:.1f} s.", elapsed)
 
     def band_status(self, kind: str, alpha: float, alpha_low: float = 0.0) -> BandStatus:
         """Whether the in-chain slider at this band shows it (or its nearest grid band), waits for it, or has

@@ -175,7 +175,5 @@ class ExplanationSession:
 
     def closeScene(self) -> None:
         """Before the scene is cleared: stop the job and forget the result (its nodes go with the scene)."""
-        self.controller.cancel()
         self._watch(None)
-        self.controller.live = self.controller.result_inputs = self.controller.result_settings = None
-        self.controller.grid_bands = ()
+        self.controller.forget()

@@ -9,6 +9,7 @@ from typing import Any
 
 import vtk
 
+from LRPSegmentationLib.analysis.scores import ExplanationScores
 from LRPSegmentationLib.mrml.nodes import SceneError, owned_output, place_next_to
 from LRPSegmentationLib.pipeline.outputs import write_csv
 
@@ -16,6 +17,33 @@ from LRPSegmentationLib.pipeline.outputs import write_csv
 
 def _column_kind(values: list) -> str:
     return "string" if any(isinstance(v, str) for v in values) else "double"
+
+
+SCORE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("modality", "Modality"),
+    ("input_inclusivity", "D(LRP,x)"),
+    ("gt_inclusivity", "D(LRP,y_OT)"),
+    ("input_precision", "D(x,LRP)"),
+    ("gt_precision", "D(y_OT,LRP)"),
+    ("share", "Share"),
+    ("abs_share", "|Share|"),
+)
+"""(score field, table column) of the side-panel table; "Retained", "Conservation" and "Dice" columns follow."""
+
+def score_rows(scores: ExplanationScores, dice: float | None = None) -> list[dict[str, Any]]:
+    """The table rows of ``scores``: one per modality, then "all"; retained relevance = 1 - removed fraction.
+
+    Conservation (sum of the unfiltered input relevance over the start relevance; the same on the model and the
+    native grid) and Dice are whole-case values, repeated on every row as in ``scores.csv``.
+    """
+    rows = []
+    for row in (*scores.modalities, scores.total):
+        values: dict[str, Any] = {label: getattr(row, key) for key, label in SCORE_COLUMNS}
+        values["Retained"] = 1.0 - row.removed_fraction
+        values["Conservation"] = scores.conservation
+        values["Dice"] = dice
+        rows.append(values)
+    return rows
 
 
 def scores_table(scene, rows: Sequence[Mapping[str, Any]], role: str = "scores", name: str = "LRP scores",

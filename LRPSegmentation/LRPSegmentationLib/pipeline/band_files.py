@@ -1,9 +1,9 @@
 """A grid of in-chain bands for one case: computed in batches, stored compactly, read back for the live slider.
 
-``bands.npz`` holds, per band, the relevance on the case's native grid divided by its per-channel max |R| as
-float16 (half the size of float32; the live slider normalises per channel anyway), with those maxima as float32,
-the band labels and the grid shape. ``bands.json`` records the settings and, per band, the scores computed from the
-float32 map before quantising. Torch-free at import (the Slicer process reads bands files).
+``bands.npz`` holds, per band (one member each), the relevance on the case's native grid divided by its
+per-channel max |R| as float16 (half the size of float32; the live slider normalises per channel anyway), with
+those maxima as float32, the band labels and the grid shape. ``bands.json`` records the settings and, per band,
+the scores computed from the float32 map before quantising. Torch-free at import (the Slicer process reads bands files).
 """
 
 from __future__ import annotations
@@ -67,15 +67,18 @@ def band_scores(relevance: np.ndarray, case: Case) -> list[dict]:
 
 
 def write_bands(path: Path | str, bands: Sequence[AmplitudeFilter], relevance: np.ndarray) -> Path:
-    """Write ``relevance`` (K, C, D, H, W) of ``bands`` as normalised float16 with float32 per-channel maxima."""
+    """Write ``relevance`` (K, C, D, H, W) of ``bands`` as normalised float16 with float32 per-channel maxima, one
+    member per band (a reader decompresses only the bands it shows)."""
     relevance = np.asarray(relevance, dtype=np.float32)
     if relevance.ndim != 5 or relevance.shape[0] != len(bands):
         raise BandFileError(f"{len(bands)} bands need relevance shaped (K, C, D, H, W), got {relevance.shape}.")
     peak = np.abs(relevance).reshape(*relevance.shape[:2], -1).max(axis=2).astype(np.float32)
     safe = np.where(peak > 0, peak, 1.0).astype(np.float32)
-    quantised = (relevance / safe[:, :, None, None, None]).astype(np.float16)
+    members = {f"normalised_{k}": (relevance[k] / safe[k][:, None, None, None]).astype(np.float16)
+               for k in range(len(bands))}
     path = Path(path)
-    np.savez_compressed(path, normalised=quantised, peak=peak, labels=np.array([b.label for b in bands]))
+    np.savez_compressed(path, peak=peak, labels=np.array([b.label for b in bands]),
+                        shape=np.array(relevance.shape[2:]), **members)
     return path
 
 
@@ -89,17 +92,35 @@ def read_band_scores(path: Path | str) -> dict[AmplitudeFilter, ExplanationScore
         return {}  # the maps alone still serve the slider (scores then from the float16 maps)
 
 
+class BandFile:
+    """A bands file written by :func:`write_bands`, read band by band: :attr:`bands` at once, each map on demand
+    with :meth:`relevance` (so a grid of many bands costs memory only for the bands shown)."""
+
+    def __init__(self, path: Path | str, shape: Sequence[int] | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BandFileError(f"{self.path}: no such bands file; run 'lrpseg bands' first.")
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                self.peak, grid = data["peak"], tuple(int(v) for v in data["shape"])
+                self.bands = tuple(AmplitudeFilter.parse(str(v)) for v in data["labels"])
+        except (OSError, KeyError, ValueError) as error:
+            raise BandFileError(f"{self.path}: not a bands file ({error}); run 'lrpseg bands' again.") from None
+        if shape is not None and grid != tuple(shape):
+            raise BandFileError(f"{self.path}: bands on grid {grid}, the case is {tuple(shape)}; run again.")
+
+    def relevance(self, band: AmplitudeFilter | str) -> np.ndarray:
+        """The (C, D, H, W) float32 map of ``band`` (decompressed from the file now)."""
+        k = self.bands.index(AmplitudeFilter.parse(band))
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                normalised = data[f"normalised_{k}"]
+        except (OSError, KeyError, ValueError) as error:
+            raise BandFileError(f"{self.path}: band {self.bands[k].label} unreadable ({error}).") from None
+        return normalised.astype(np.float32) * self.peak[k][:, None, None, None]
+
+
 def read_bands(path: Path | str, shape: Sequence[int] | None = None) -> dict[AmplitudeFilter, np.ndarray]:
-    """The bands of a file written by :func:`write_bands`: band -> relevance (C, D, H, W) float32."""
-    path = Path(path)
-    if not path.is_file():
-        raise BandFileError(f"{path}: no such bands file; run 'lrpseg bands' first.")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            normalised, peak, labels = data["normalised"], data["peak"], [str(v) for v in data["labels"]]
-    except (OSError, KeyError, ValueError) as error:
-        raise BandFileError(f"{path}: not a bands file ({error}); run 'lrpseg bands' again.") from None
-    if shape is not None and tuple(normalised.shape[2:]) != tuple(shape):
-        raise BandFileError(f"{path}: bands on grid {normalised.shape[2:]}, the case is {tuple(shape)}; run again.")
-    return {AmplitudeFilter.parse(label): normalised[k].astype(np.float32) * peak[k][:, None, None, None]
-            for k, label in enumerate(labels)}
+    """Every band of a file written by :func:`write_bands`: band -> relevance (C, D, H, W) float32."""
+    grid = BandFile(path, shape)
+    return {band: grid.relevance(band) for band in grid.bands}

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from LRPSegmentationLib.data.caseio import write_volume
+from LRPSegmentationLib.data.caseio import read_volume, write_volume
 from LRPSegmentationLib.data.geometry import Geometry
+from LRPSegmentationLib.data.modalities import MODALITIES
 
 PROBABILITY_FILE = "prediction_probability.nii.gz"
 MASK_FILE = "prediction_mask.nii.gz"
@@ -34,6 +35,21 @@ def read_note(out_dir: Path | str) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return str(note) if note else None
+
+
+class MissingOutputError(ValueError):
+    """A result folder without the files a reader needs; says which run to make."""
+
+
+def read_relevance(out_dir: Path | str, modalities: tuple[str, ...] = MODALITIES) -> np.ndarray:
+    """The raw (C, D, H, W) float32 relevance ``lrpseg explain`` wrote as ``relevance_<MOD>.nii.gz`` in ``out_dir``.
+    Torch-free, for the Slicer side."""
+    out_dir = Path(out_dir)
+    missing = [m for m in modalities if not (out_dir / relevance_file(m)).is_file()]
+    if missing:
+        raise MissingOutputError(f"{out_dir}: no {relevance_file(missing[0])}; run 'lrpseg explain' into this "
+                                 "folder first.")
+    return np.stack([read_volume(out_dir / relevance_file(m))[0] for m in modalities]).astype(np.float32)
 
 
 class OutputExistsError(ValueError):

@@ -26,11 +26,13 @@ from LRPSegmentationLib.mrml import headless as headless_mrml  # noqa: E402
 from LRPSegmentationLib.mrml import live as live_module  # noqa: E402
 from LRPSegmentationLib.mrml import nodes as scene_nodes  # noqa: E402
 from LRPSegmentationLib.mrml import tables as score_tables  # noqa: E402
-from LRPSegmentationLib.mrml.live import UPDATE_STEPS, LiveError, LiveExplanation, band_key, score_rows  # noqa: E402
+from LRPSegmentationLib.mrml.live import UPDATE_STEPS, LiveError, LiveExplanation, band_key  # noqa: E402
+from LRPSegmentationLib.mrml.tables import score_rows  # noqa: E402
 from LRPSegmentationLib.net.weights import load_model  # noqa: E402
 from LRPSegmentationLib.options import NO_LESION_NOTE  # noqa: E402
 from LRPSegmentationLib.pipeline.cli import main as cli_main  # noqa: E402
 from LRPSegmentationLib.pipeline.explain_case import ExplainSettings, explain_case  # noqa: E402
+from LRPSegmentationLib.pipeline.outputs import MissingOutputError  # noqa: E402
 
 FILTERS = [AmplitudeFilter(), AmplitudeFilter.pass_band(0.3), AmplitudeFilter.clamp_band(0.05, 0.5)]
 
@@ -113,12 +115,14 @@ def test_overlay_pixels_follow_a_filter_change(mrml, live):
     k = int(np.argmax(live.references.ground_truth.sum(axis=(1, 2))))  # the slice with most lesion
     centre = scene_nodes.ijk_to_ras(live.geometry) @ np.array([0.0, 0.0, k, 1.0])
     logic.GetSliceNode().JumpSliceByOffsetting(*centre[:3])  # through voxel centres: no ambiguous pixels
-    assert logic.GetSliceCompositeNode().GetForegroundVolumeID() == live.heatmaps["Tmax"].GetID()
-    assert logic.GetSliceCompositeNode().GetBackgroundVolumeID() == live.backgrounds["Tmax"].GetID()
+    composite = logic.GetSliceCompositeNode()
+    assert composite.GetForegroundVolumeID() == live.heatmaps["Tmax"].GetID()  # the values, for the Data Probe
+    assert composite.GetForegroundOpacity() == 0.0 and composite.GetLabelVolumeID() == live.overlays["Tmax"].GetID()
+    assert composite.GetBackgroundVolumeID() == live.backgrounds["Tmax"].GetID()
     anatomy = headless_mrml.blend_view(logic)[..., :3].astype(int)
 
     live.apply(None)
-    heatmap_display.set_foreground_opacity(mrml.scene, 1.0)
+    heatmap_display.set_heatmap_opacity(mrml.scene, 1.0)
     before = headless_mrml.blend_view(logic)[..., :3].astype(int)
     voxels, clear = headless_mrml.view_voxels(logic, live.heatmaps["Tmax"], margin=0.1)
     index = tuple(voxels[..., a] for a in range(3))
@@ -126,7 +130,8 @@ def test_overlay_pixels_follow_a_filter_change(mrml, live):
 
     band = AmplitudeFilter.pass_band(0.1, 1.0)  # same window [-1, 1]: kept voxels keep their colour
     live.apply(band)
-    after = headless_mrml.blend_view(logic)[..., :3].astype(int)
+    after = headless_mrml.blend_view(logic)[..., :3].astype(int)  # before any flush: the overlay slice is written
+    live.flush()
     shown_after = scene_nodes.array_from_node(live.heatmaps["Tmax"])[index]
     dropped = clear & (shown_after == 0) & (np.abs(shown_before) > 0.05)  # was coloured (outside neutral band)
     kept = clear & (shown_after != 0)
@@ -134,8 +139,33 @@ def test_overlay_pixels_follow_a_filter_change(mrml, live):
     assert np.all(np.abs(after[dropped] - anatomy[dropped]) <= 1)  # filtered away: the anatomy shows
     assert np.all(np.abs(before[dropped] - anatomy[dropped]).max(axis=-1) > 1)  # it was coloured before
     assert np.all(np.abs(after[kept] - before[kept]) <= 1)
-    heatmap_display.set_foreground_opacity(mrml.scene, 0.0)
+    heatmap_display.set_heatmap_opacity(mrml.scene, 0.0)
     np.testing.assert_array_equal(headless_mrml.blend_view(logic)[..., :3], anatomy)  # at opacity 0 no filter shows
+
+
+def test_overlay_codes_follow_at_once_and_the_heatmap_values_on_flush(mrml, live, explanation):
+    """The shown overlay slice holds the colour codes of the band (window [-a, a]) right after apply; the values
+    (heatmaps) and the rest of the overlay follow on flush, equal to the filtered map and its codes."""
+    live.show(single_view=False, opacity=0.6)
+    logic = mrml.slice_logic("LRPADC", 40, 40)
+    k = int(np.argmax(live.references.ground_truth.sum(axis=(1, 2))))
+    centre = scene_nodes.ijk_to_ras(live.geometry) @ np.array([0.0, 0.0, k, 1.0])
+    logic.GetSliceNode().JumpSliceByOffsetting(*centre[:3])
+    live.flush()
+    band = AmplitudeFilter.clamp_band(0.3)
+    expected = filter_map(explanation.relevance, band).normalised[0]
+    live.apply(band)
+    overlay = scene_nodes.array_from_node(live.overlays["ADC"])
+    np.testing.assert_array_equal(overlay[k], heatmap_display.relevance_codes(expected[k], 0.3))
+    assert not np.array_equal(overlay, heatmap_display.relevance_codes(expected, 0.3))  # off screen: later
+    assert not np.array_equal(scene_nodes.array_from_node(live.heatmaps["ADC"]), expected)
+    live.flush()
+    np.testing.assert_array_equal(scene_nodes.array_from_node(live.overlays["ADC"]),
+                                  heatmap_display.relevance_codes(expected, 0.3))
+    np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps["ADC"]), expected)
+    assert live.heatmaps["ADC"].GetDisplayNode().GetWindowLevelMax() == pytest.approx(0.3)
+    codes = heatmap_display.relevance_codes(np.array([-1.0, -0.3, 0.0, 0.15, 0.3, 2.0]), 0.3)
+    assert codes.tolist() == [0, 0, 128, 191, 255, 255]  # the window maps onto the 256 colours, clipped
 
 
 def test_user_nodes_untouched_and_outputs_reused(mrml, live, explanation):
@@ -152,7 +182,8 @@ def test_user_nodes_untouched_and_outputs_reused(mrml, live, explanation):
     assert again.heatmaps["ADC"] is live.heatmaps["ADC"] and again.table is live.table
     assert again.segmentation is live.segmentation
     roles = [n.GetAttribute(scene_nodes.OUTPUT_ATTRIBUTE) for n in scene_nodes.output_nodes(mrml.scene)]
-    assert len(roles) == len(set(roles)) == 6 + 6 + 2 + 1 + 1  # heatmaps, raw maps, outlines, table, colour table
+    # heatmaps, overlays, raw maps, outlines, table, colours
+    assert len(roles) == len(set(roles)) == 6 + 6 + 6 + 2 + 1 + 1
     assert again.raw_nodes["TTP"] is live.raw_nodes["TTP"]
 
 
@@ -203,7 +234,7 @@ def test_from_run_folder_reads_the_cli_outputs(mrml, synthetic_case_dir, tiny_mo
     live.flush()
     assert float(np.abs(scene_nodes.array_from_node(live.heatmaps["TTP"])).max()) <= 0.2 + 1e-6
     assert live.dice is not None and live.segmentation is not None and live.ground_truth_segmentation is not None
-    with pytest.raises(LiveError, match="relevance_ADC"):
+    with pytest.raises(MissingOutputError, match="relevance_ADC"):
         LiveExplanation.from_run_folder(mrml.scene, tmp_path, synthetic_case_dir)
 
 
@@ -263,22 +294,25 @@ def test_dragging_50_alphas_updates_views_and_table_as_a_full_recomputation(mrml
             chained[key] = relevance * np.float32(1 + step / 7) + np.float32(step * 1e-4) * np.sign(relevance)
             live.add_layer_result(key, chained[key])
     live.flush()
-    off_screen = {m: scene_nodes.array_from_node(live.heatmaps[m])[other].copy() for m in MODALITIES}
+    off_screen = {m: scene_nodes.array_from_node(live.overlays[m])[other].copy() for m in MODALITIES}
+    values = {m: scene_nodes.array_from_node(live.heatmaps[m]).copy() for m in MODALITIES}
     alphas = np.round(np.concatenate([np.linspace(0.02, 1.0, 25), np.linspace(1.0, 0.05, 25)]), 3)
     kinds = ("pass", "clamp")
     for step, alpha in enumerate(alphas):
         if where == "layers":
             band = AmplitudeFilter.pass_band(max(0.1, round(float(alpha), 1)))
             assert live.apply_layers(band) is not None
-            filt, expected_map = None, filter_map(chained[band_key(band)], None)
+            filt, expected_map, window = None, filter_map(chained[band_key(band)], None), 1.0
         else:
             filt = AmplitudeFilter(kinds[step % 2], 0.0 if step % 3 else alpha / 2, alpha)
             live.apply(filt)
-            expected_map = filter_map(relevance, filt)
+            expected_map, window = filter_map(relevance, filt), max(float(alpha), live_module.MIN_WINDOW)
         for channel, modality in enumerate(MODALITIES):
-            voxels = scene_nodes.array_from_node(live.heatmaps[modality])
-            np.testing.assert_array_equal(voxels[k], expected_map.normalised[channel][k])
-            np.testing.assert_array_equal(voxels[other], off_screen[modality])  # not on screen: not yet written
+            codes = scene_nodes.array_from_node(live.overlays[modality])
+            np.testing.assert_array_equal(codes[k], heatmap_display.relevance_codes(
+                expected_map.normalised[channel][k], window))
+            np.testing.assert_array_equal(codes[other], off_screen[modality])  # not on screen: not yet written
+            np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps[modality]), values[modality])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EmptyMaskWarning)
             expected = score_explanation(expected_map, explanation.case.images, explanation.case.ground_truth,
@@ -293,6 +327,8 @@ def test_dragging_50_alphas_updates_views_and_table_as_a_full_recomputation(mrml
     for channel, modality in enumerate(MODALITIES):
         np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps[modality]),
                                       expected_map.normalised[channel])
+        np.testing.assert_array_equal(scene_nodes.array_from_node(live.overlays[modality]),
+                                      heatmap_display.relevance_codes(expected_map.normalised[channel], window))
 
 
 def test_observe_flushes_on_save_and_writes_slices_shown_after_a_scroll(mrml, live, explanation):
@@ -301,19 +337,22 @@ def test_observe_flushes_on_save_and_writes_slices_shown_after_a_scroll(mrml, li
     observations = live_module.observe(live)
     band = AmplitudeFilter.pass_band(0.2)
     expected = filter_map(explanation.relevance, band).normalised
+    codes = heatmap_display.relevance_codes(expected, 0.2)
     live.apply(band)
     assert live.stale
-    tmax = scene_nodes.array_from_node(live.heatmaps["Tmax"])
+    tmax = scene_nodes.array_from_node(live.overlays["Tmax"])
     below = k - 1 if k > 0 else k + 1
-    assert not np.array_equal(tmax[below], expected[MODALITIES.index("Tmax")][below])
+    channel = MODALITIES.index("Tmax")
+    assert not np.array_equal(tmax[below], codes[channel][below])
     centre = scene_nodes.ijk_to_ras(live.geometry) @ np.array([0.0, 0.0, below, 1.0])
     for logic in logics:  # the user scrolls to the next slice: it is written when the view moves
         logic.GetSliceNode().JumpSliceByOffsetting(*centre[:3])
-    np.testing.assert_array_equal(tmax[below], expected[MODALITIES.index("Tmax")][below])
+    np.testing.assert_array_equal(tmax[below], codes[channel][below])
     assert live.stale
     mrml.scene.InvokeEvent(mrml.scene.StartSaveEvent)
     assert not live.stale
-    np.testing.assert_array_equal(tmax, expected[MODALITIES.index("Tmax")])
+    np.testing.assert_array_equal(tmax, codes[channel])
+    np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps["Tmax"]), expected[channel])
     live_module.unobserve(observations)
     live.apply(AmplitudeFilter.clamp_band(0.3))
     mrml.scene.InvokeEvent(mrml.scene.StartSaveEvent)

@@ -22,9 +22,9 @@ from LRPSegmentationLib.mrml import case as case_nodes  # noqa: E402
 from LRPSegmentationLib.mrml import headless as headless_mrml  # noqa: E402
 from LRPSegmentationLib.mrml import nodes as scene_nodes  # noqa: E402
 from LRPSegmentationLib.mrml.job import ExplainRequest, ProgressEvent  # noqa: E402
-from LRPSegmentationLib.mrml.live import read_relevance  # noqa: E402
 from LRPSegmentationLib.mrml.run import RunController, RunError, RunSettings, RunState  # noqa: E402
 from LRPSegmentationLib.pipeline.cli import main as cli_main  # noqa: E402
+from LRPSegmentationLib.pipeline.outputs import read_relevance  # noqa: E402
 
 BAND = AmplitudeFilter.clamp_band(0.3)
 

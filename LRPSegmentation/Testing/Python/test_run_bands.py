@@ -26,10 +26,10 @@ from LRPSegmentationLib.mrml import case as case_nodes  # noqa: E402
 from LRPSegmentationLib.mrml import headless as headless_mrml  # noqa: E402
 from LRPSegmentationLib.mrml import nodes as scene_nodes  # noqa: E402
 from LRPSegmentationLib.mrml.job import BandsRequest  # noqa: E402
-from LRPSegmentationLib.mrml.live import read_relevance  # noqa: E402
 from LRPSegmentationLib.mrml.run import BandStatus, RunController, RunState  # noqa: E402
 from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, BANDS_JSON, read_band_scores, read_bands  # noqa: E402
 from LRPSegmentationLib.pipeline.cli import main as cli_main  # noqa: E402
+from LRPSegmentationLib.pipeline.outputs import read_relevance  # noqa: E402
 
 STEP = 0.25  # what the controller asks for; the replayed grid is GRID, a small part of it (fast)
 GRID = "clamp:0.25;clamp:0.5;pass:0.5"
@@ -126,7 +126,10 @@ def test_grid_is_pending_while_it_runs_then_serves_the_slider(env, replays, tmp_
     assert finish_grid(controller) is RunState.DONE
     assert (controller.live.filter, controller.live.where) == (BAND, "layers")  # shown as the grid arrived
     grid = read_bands(replays["grid"] / BANDS_FILE)
-    assert set(controller.grid_bands) == set(grid) and BAND in grid
+    assert set(controller.grid_bands) == set(grid) and BAND in grid and len(grid) > 2
+    assert controller.live.loaded_bands == (BAND,)  # the grid is read band by band, as the slider shows it
+    kept = list(tmp_path.rglob("grid-*.npz"))
+    assert len(kept) == 1  # its file outlives the run folder while the result is shown
     assert controller.band_status("clamp", 0.25) is BandStatus.SHOWN
     assert controller.show_filter("clamp", 0.25, where="layers") is True
     assert controller.live.filter == BAND and controller.live.where == "layers"
@@ -135,6 +138,12 @@ def test_grid_is_pending_while_it_runs_then_serves_the_slider(env, replays, tmp_
     assert controller.live.filter == BAND and controller.band_status("clamp", 0.3) is BandStatus.SHOWN
     assert len(jobs.requests) == 2  # one full run, one grid: the slider started nothing more
     assert not request.case_dir.parent.exists()  # the grid's run folder goes once imported
+    other = next(band for band in grid if band.kind is BAND.kind and band != BAND)
+    assert controller.show_filter(other.kind.value, other.high, other.low, where="layers") is True
+    assert controller.live.loaded_bands == (BAND, other)
+    assert_shows_band(controller.live, grid[other], env.inputs, grid_scores(replays)[other])
+    controller.forget()
+    assert not kept[0].exists()  # the result is gone: so is its grid file
 
 
 def test_an_exact_band_on_demand_runs_beside_the_grid(env, replays, tmp_path):

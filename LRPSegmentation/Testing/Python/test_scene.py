@@ -192,10 +192,14 @@ def test_overlay_pixels_follow_opacity_and_filter(mrml):
     relevance[:, 1:4, 1:4] = 1.0  # positive block at the top of the window
     relevance[:, 5:7, 6:9] = -1.0  # negative block at the bottom
     heatmap = heatmap_display.heatmap_node(mrml.scene, relevance, geometry, "ADC", reference=background)
-    heatmap_display.show_grid(mrml.scene, {"ADC": background}, {"ADC": heatmap}, opacity=0.0)
+    overlay = heatmap_display.overlay_node(mrml.scene, heatmap, geometry, "ADC")
+    np.testing.assert_array_equal(scene_nodes.array_from_node(overlay), heatmap_display.relevance_codes(relevance, 1))
+    heatmap_display.show_grid(mrml.scene, {"ADC": background}, {"ADC": heatmap}, {"ADC": overlay}, opacity=0.0)
     assert mrml.layout.GetLayoutNode().GetViewArrangement() == heatmap_display.GRID_LAYOUT_ID
     logic = mrml.slice_logic("LRPADC", 30, 24)
-    assert logic.GetSliceCompositeNode().GetForegroundVolumeID() == heatmap.GetID()
+    composite = logic.GetSliceCompositeNode()
+    assert composite.GetForegroundVolumeID() == heatmap.GetID() and composite.GetForegroundOpacity() == 0
+    assert composite.GetLabelVolumeID() == overlay.GetID()
     voxels, clear = headless_mrml.view_voxels(logic, heatmap, margin=0.1)  # no pixel near a voxel boundary
     value = relevance[tuple(voxels[..., a] for a in range(3))]  # the relevance each pixel shows
     positive, negative, neutral = clear & (value > 0), clear & (value < 0), clear & (value == 0)
@@ -212,13 +216,13 @@ def test_overlay_pixels_follow_opacity_and_filter(mrml):
     pixels = headless_mrml.blend_view(logic)[..., :3].astype(float)
     assert np.all(np.abs(pixels[clear] - grey) <= 1)  # opacity 0: only the anatomy
 
-    heatmap_display.set_foreground_opacity(mrml.scene, 1.0)
+    heatmap_display.set_heatmap_opacity(mrml.scene, 1.0)
     pixels = headless_mrml.blend_view(logic)[..., :3].astype(float)
     assert np.all(np.abs(pixels[positive] - red) <= 1)
     assert np.all(np.abs(pixels[negative] - blue) <= 1)
     assert np.all(np.abs(pixels[neutral] - grey) <= 1)  # zero relevance is transparent
 
-    heatmap_display.set_foreground_opacity(mrml.scene, 0.5)
+    heatmap_display.set_heatmap_opacity(mrml.scene, 0.5)
     pixels = headless_mrml.blend_view(logic)[..., :3].astype(float)
     assert np.all(np.abs(pixels[positive] - (red + grey) / 2) <= 2)
     assert np.all(np.abs(pixels[negative] - (blue + grey) / 2) <= 2)
@@ -226,8 +230,8 @@ def test_overlay_pixels_follow_opacity_and_filter(mrml):
 
     # a filter change rewrites the voxels in place: the negative block is filtered away, the positive one halved
     filtered = np.where(relevance > 0, 0.5, 0.0).astype(np.float32)
-    heatmap_display.update_heatmap(heatmap, filtered)
-    heatmap_display.set_foreground_opacity(mrml.scene, 1.0)
+    heatmap_display.update_heatmap(overlay, heatmap_display.relevance_codes(filtered, 1.0))
+    heatmap_display.set_heatmap_opacity(mrml.scene, 1.0)
     pixels = headless_mrml.blend_view(logic)[..., :3].astype(float)
     assert np.all(np.abs(pixels[negative] - grey) <= 1)
     index = int(round((0.5 + 1.0) / 2.0 * 255))  # 0.5 in the window [-1, 1] of 256 entries
@@ -235,25 +239,28 @@ def test_overlay_pixels_follow_opacity_and_filter(mrml):
     assert all(min(np.abs(p - e).max() for e in expected) <= 1 for p in pixels[positive])
     assert not np.allclose(pixels[positive], red, atol=5)
 
-    heatmap_display.show_single(mrml.scene, background, heatmap, opacity=0.25)
+    heatmap_display.show_single(mrml.scene, background, heatmap, overlay, opacity=0.25)
     assert mrml.layout.GetLayoutNode().GetViewArrangement() == heatmap_display.ONE_UP_RED_LAYOUT_ID
     red_composite = heatmap_display.composite_node(mrml.scene, "Red")
     assert red_composite.GetForegroundVolumeID() == heatmap.GetID()
-    assert red_composite.GetForegroundOpacity() == pytest.approx(0.25)
+    assert red_composite.GetLabelVolumeID() == overlay.GetID()
+    assert red_composite.GetLabelOpacity() == pytest.approx(0.25)
 
 
 def test_grid_layout_pairs_each_modality_with_its_heatmap(mrml):
     nodes = case_nodes.add_case(mrml.scene, synthetic_case())
     heatmaps = {m: heatmap_display.heatmap_node(mrml.scene, np.ones(ROTATED.shape, np.float32) * (i + 1), ROTATED, m)
                 for i, m in enumerate(MODALITIES)}
-    heatmap_display.show_grid(mrml.scene, nodes.volumes, heatmaps, opacity=0.7)
+    overlays = {m: heatmap_display.overlay_node(mrml.scene, h, ROTATED, m) for m, h in heatmaps.items()}
+    heatmap_display.show_grid(mrml.scene, nodes.volumes, heatmaps, overlays, opacity=0.7)
     description = mrml.layout.GetLayoutNode().GetCurrentLayoutDescription()
     assert description.count("vtkMRMLSliceNode") == 6
     for modality, view in zip(MODALITIES, heatmap_display.GRID_VIEW_NAMES):
         composite = heatmap_display.composite_node(mrml.scene, view)
         assert composite.GetBackgroundVolumeID() == nodes.volumes[modality].GetID()
         assert composite.GetForegroundVolumeID() == heatmaps[modality].GetID()
-        assert composite.GetForegroundOpacity() == pytest.approx(0.7)
+        assert composite.GetLabelVolumeID() == overlays[modality].GetID()
+        assert composite.GetLabelOpacity() == pytest.approx(0.7)
         assert composite.GetLinkedControl()
     slice_names = {mrml.scene.GetNthNodeByClass(i, "vtkMRMLSliceNode").GetLayoutName()
                    for i in range(mrml.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode"))}
@@ -356,7 +363,8 @@ def test_scene_save_and_reload_keeps_everything(mrml, tmp_path):
                               reference=nodes.volumes["ADC"])
     scene_nodes.segmentation_node(mrml.scene, case.ground_truth, case.geometry, reference=nodes.volumes["ADC"])
     score_tables.scores_table(mrml.scene, [{"modality": m, "score": i / 10} for i, m in enumerate(MODALITIES)])
-    heatmap_display.show_grid(mrml.scene, nodes.volumes, {"ADC": heatmap}, opacity=0.6)
+    overlay = heatmap_display.overlay_node(mrml.scene, heatmap, case.geometry, "ADC")
+    heatmap_display.show_grid(mrml.scene, nodes.volumes, {"ADC": heatmap}, {"ADC": overlay}, opacity=0.6)
     saved = headless_mrml.save_scene(mrml.scene, tmp_path / "scene" / "lrp.mrml")
     assert saved.scene_file.is_file() and all(p.is_file() for p in saved.data_files)
 
@@ -387,7 +395,9 @@ def test_scene_save_and_reload_keeps_everything(mrml, tmp_path):
     assert layout.GetViewArrangement() == heatmap_display.GRID_LAYOUT_ID
     composite = heatmap_display.composite_node(scene, "LRPADC")
     assert composite.GetForegroundVolumeID() == heatmap2.GetID()
-    assert composite.GetForegroundOpacity() == pytest.approx(0.6)
+    overlay2 = scene_nodes.output_node(scene, "overlay_ADC")
+    assert composite.GetLabelVolumeID() == overlay2.GetID() and composite.GetLabelOpacity() == pytest.approx(0.6)
+    np.testing.assert_array_equal(on_grid(overlay2, case.geometry), heatmap_display.relevance_codes(relevance, 0.8))
     del env
 
 

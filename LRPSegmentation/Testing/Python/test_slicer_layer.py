@@ -121,14 +121,14 @@ def test_logic_end_to_end_with_a_real_child_process(module, env, tmp_path):
     p.singleView, p.viewModality = True, "Tmax"
     logic.update(p, panel.Change.DISPLAY)
     red = display.composite_node(env.scene, "Red")
-    assert (red.GetBackgroundVolumeID(), red.GetForegroundVolumeID()) == (
-        nodes.volumes["Tmax"].GetID(), live.heatmaps["Tmax"].GetID())
+    assert (red.GetBackgroundVolumeID(), red.GetForegroundVolumeID(), red.GetLabelVolumeID()) == (
+        nodes.volumes["Tmax"].GetID(), live.heatmaps["Tmax"].GetID(), live.overlays["Tmax"].GetID())
 
     before = scene_nodes.array_from_node(live.heatmaps["ADC"]).copy()
     p.opacity = 0.2  # a display parameter: voxels untouched
     logic.update(p, panel.changes(panel.snapshot(p) | {"opacity": 0.6}, panel.snapshot(p)))
     np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps["ADC"]), before)
-    assert display.composite_node(env.scene, "Red").GetForegroundOpacity() == pytest.approx(0.2)
+    assert display.composite_node(env.scene, "Red").GetLabelOpacity() == pytest.approx(0.2)
     assert logic.staleReason(p) is None
     p.rule = "epsilon-zb"
     assert "rule" in logic.staleReason(p)
