@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from LRPSegmentationLib import options
-from LRPSegmentationLib.mrml import case, job, live, panel, run, tables
+from LRPSegmentationLib.mrml import case, checks, job, live, panel, run, tables
 
 
 class ExplanationSession:
@@ -32,6 +32,7 @@ class ExplanationSession:
         self.scene, self.work_folder, self.idle = scene, Path(work_folder), idle
         self.controller = run.RunController(scene, self.work_folder / "runs", jobs, keep_runs,
                                             precompute_bands=precomputeBands)
+        self.checks = checks.CheckController(self.controller)  # "Check this explanation", beside the runs
         self._watched: tuple[Any, list] | None = None  # the live view whose lazy voxels follow scene events
         self._filtered_at = 0.0
 
@@ -83,15 +84,18 @@ class ExplanationSession:
         self.controller.start(panel.input_volumes(parameters), parameters.groundTruth, panel.run_settings(parameters))
 
     def poll(self) -> run.RunStatus:
-        """Progress of the running job; imports its result once it ended."""
+        """Progress of the running job; imports its result once it ended. Follows the check too
+        (:attr:`checkStatus`)."""
         status = self.controller.poll()
+        self.checks.poll()
         if self._watched is not None and self._watched[0] is not self.live:
             self._watch(None)  # a new result replaced the one shown: the old view must stop writing voxels
         return status
 
     def cancel(self) -> None:
-        """Stop the running job and the band grid, with their whole process trees (returns at once)."""
+        """Stop the running job, the band grid and the check, with their whole process trees (returns at once)."""
         self.controller.cancel()
+        self.checks.cancel()
 
     @property
     def gridRunning(self) -> bool:
@@ -118,6 +122,55 @@ class ExplanationSession:
         if status.state is not run.RunState.DONE:
             raise RuntimeError(status.message)
         return self.live
+
+    # ------------------------------------------------------------------------------------------------ checks
+    def startCheck(self, parts=job.CHECK_PARTS, methods=()) -> None:
+        """"Check this explanation": run ``lrpseg check`` on the result shown (its inputs, model, rule, target and
+        final-map filter) in the background; :meth:`poll` follows it, :meth:`cancel` stops it. ``parts`` and
+        ``methods`` as ``lrpseg check`` takes them (default: every part, the default methods)."""
+        self.checks.start(tuple(parts), tuple(methods))
+
+    def checkExplanation(self, timeout: float = 1800, **options) -> str:
+        """:meth:`startCheck`, wait (running ``idle`` meanwhile) and return the trust summary; raises on failure."""
+        self.startCheck(**options)
+        deadline = time.monotonic() + timeout
+        while self.checks.poll().running:
+            if deadline is not None and time.monotonic() > deadline:
+                self.checks.cancel()
+                deadline = None
+            if self.idle is not None:
+                self.idle()
+            time.sleep(0.05)
+        if self.checks.status.state is not run.RunState.DONE:
+            raise RuntimeError(self.checks.summary)
+        return self.trustSummary
+
+    @property
+    def checkRunning(self) -> bool:
+        return self.checks.running
+
+    @property
+    def checkStatus(self) -> run.RunStatus:
+        return self.checks.status
+
+    @property
+    def trustSummary(self) -> str:
+        """The check's line for the panel: its progress, then its headline (randomisation, AOPC against random, rank
+        by faithfulness) or why it failed; "" before any check."""
+        return self.checks.summary
+
+    @property
+    def checkNodes(self) -> checks.CheckNodes | None:
+        """The trust table, curve tables and plot charts of the last check (None before one)."""
+        return self.checks.shown
+
+    def showCheckCurves(self, plotsLogic, part: str = "flipping") -> None:
+        """Show a chart of the last check ("flipping" or "randomisation") in the layout, with Slicer's plots logic
+        (``slicer.modules.plots.logic()``; it switches to a layout with a plot view)."""
+        chart = self.checks.shown.charts.get(part) if self.checks.shown is not None else None
+        if chart is None:
+            raise run.RunError(f"No {part} curves to show: check the explanation (with its {part} part) first.")
+        plotsLogic.ShowChartInLayout(chart)
 
     # ------------------------------------------------------------------------------------------------ showing
     def applyFilter(self, kind: str = "none", alpha: float = 1.0, alphaLow: float = 0.0) -> list[dict]:
@@ -171,11 +224,14 @@ class ExplanationSession:
 
     def restoreFromScene(self) -> bool:
         """After a scene was loaded: rebuild the live view (slider, heatmaps, table) of the result saved in it."""
-        return self.controller.restore()
+        restored = self.controller.restore()
+        self.checks.restore()
+        return restored
 
     def closeScene(self) -> None:
         """Before the scene is cleared: stop the job and forget the result (its nodes go with the scene)."""
         self.controller.cancel()
+        self.checks.forget()
         self._watch(None)
         self.controller.live = self.controller.result_inputs = self.controller.result_settings = None
         self.controller.grid_bands = ()
