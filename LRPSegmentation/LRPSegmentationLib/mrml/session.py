@@ -35,6 +35,7 @@ class ExplanationSession:
         self.checks = checks.CheckController(self.controller)  # "Check this explanation", beside the runs
         self._watched: tuple[Any, list] | None = None  # the live view whose lazy voxels follow scene events
         self._filtered_at = 0.0
+        self.ended = False  # whether the last poll saw the explanation or the check end
 
     @property
     def live(self):
@@ -44,6 +45,11 @@ class ExplanationSession:
     @property
     def running(self) -> bool:
         return self.controller.running
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything still needs polling: the explanation, the band grid (or its exit), the check."""
+        return self.running or self.gridRunning or self.controller.grid_exiting or self.checkRunning
 
     # ------------------------------------------------------------------------------------------------- cases
     def loadCaseFolder(self, folder) -> case.CaseNodes:
@@ -83,11 +89,16 @@ class ExplanationSession:
     def startFromParameters(self, parameters: Any) -> None:
         self.controller.start(panel.input_volumes(parameters), parameters.groundTruth, panel.run_settings(parameters))
 
-    def poll(self) -> run.RunStatus:
-        """Progress of the running job; imports its result once it ended. Follows the check too
-        (:attr:`checkStatus`)."""
+    def poll(self, parameters: Any = None) -> run.RunStatus:
+        """Progress of the running job; imports its result once it ended (shown with the filter and display of the
+        panel's ``parameters`` when given). Follows the check too (:attr:`checkStatus`); :attr:`ended` says whether
+        the explanation or the check ended in this poll."""
+        before = (self.running, self.checkRunning)
         status = self.controller.poll()
         self.checks.poll()
+        self.ended = before != (self.running, self.checkRunning)
+        if parameters is not None and before[0] and status.state is run.RunState.DONE:
+            self.update(parameters, panel.Change.FILTER | panel.Change.DISPLAY)
         if self._watched is not None and self._watched[0] is not self.live:
             self._watch(None)  # a new result replaced the one shown: the old view must stop writing voxels
         return status
@@ -130,6 +141,10 @@ class ExplanationSession:
         ``methods`` as ``lrpseg check`` takes them (default: every part, the default methods)."""
         self.checks.start(tuple(parts), tuple(methods))
 
+    def startCheckFromParameters(self, parameters: Any = None) -> None:
+        """The panel's "Check this explanation" (the result shown, whatever the panel's settings are now)."""
+        self.startCheck()
+
     def checkExplanation(self, timeout: float = 1800, **options) -> str:
         """:meth:`startCheck`, wait (running ``idle`` meanwhile) and return the trust summary; raises on failure."""
         self.startCheck(**options)
@@ -164,12 +179,18 @@ class ExplanationSession:
         """The trust table, curve tables and plot charts of the last check (None before one)."""
         return self.checks.shown
 
-    def showCheckCurves(self, plotsLogic, part: str = "flipping") -> None:
-        """Show a chart of the last check ("flipping" or "randomisation") in the layout, with Slicer's plots logic
-        (``slicer.modules.plots.logic()``; it switches to a layout with a plot view)."""
-        chart = self.checks.shown.charts.get(part) if self.checks.shown is not None else None
+    @property
+    def trustTable(self):
+        """The trust table of the last check (one row per method), or None."""
+        return None if self.checks.shown is None else self.checks.shown.trust
+
+    def showCurves(self, plotsLogic, part: str = "flipping") -> None:
+        """Show a chart of the last check ("flipping", else the other one) in a plot view, with Slicer's plots logic
+        (``slicer.modules.plots.logic()``: it switches to a layout with a plot view when the current one has none)."""
+        charts = self.checks.shown.charts if self.checks.shown is not None else {}
+        chart = charts.get(part) or next(iter(charts.values()), None)
         if chart is None:
-            raise run.RunError(f"No {part} curves to show: check the explanation (with its {part} part) first.")
+            raise run.RunError("No curves to show: check the explanation (with its flipping or randomisation part).")
         plotsLogic.ShowChartInLayout(chart)
 
     # ------------------------------------------------------------------------------------------------ showing

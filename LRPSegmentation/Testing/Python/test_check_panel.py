@@ -40,9 +40,12 @@ def replays(synthetic_case_dir, tiny_model_file, tmp_path_factory) -> dict[str, 
     assert cli_main(["explain", *common, "--out", str(root / "raw")]) == 0
     assert cli_main(["check", *common, "--out", str(root / "check"), "--depths", "2", "--no-plots",
                      "--methods", ",".join(METHODS)]) == 0
+    assert cli_main(["check", *common, "--out", str(root / "randomisation"), "--depths", "2", "--no-plots",
+                     "--methods", "gradient", "--no-flipping", "--no-ablation", "--no-random-logit",
+                     "--no-localisation"]) == 0
     broken = shutil.copytree(root / "check", root / "broken")
     (broken / "check.json").write_text("{not json")
-    return {"raw": root / "raw", "check": root / "check", "broken": broken}
+    return {"raw": root / "raw", "check": root / "check", "randomisation": root / "randomisation", "broken": broken}
 
 
 class Jobs:
@@ -231,3 +234,35 @@ def test_a_saved_scene_shows_its_check_again(env, tmp_path):
     assert set(reopened.checkNodes.charts) == {"flipping", "randomisation"}
     reopened.closeScene()
     assert reopened.checkNodes is None and reopened.trustSummary == ""
+
+
+def test_show_curves_puts_the_chart_in_a_plot_view_with_slicers_plots_logic(env):
+    session = env.session
+    plots = slicer.vtkSlicerPlotsLogic()  # what slicer.modules.plots.logic() is in the application
+    plots.SetMRMLScene(env.scene)
+    plots.SetMRMLApplicationLogic(env.app)
+    with pytest.raises(RunError, match="No curves to show: check the explanation"):
+        session.showCurves(plots)
+    env.jobs.check = "randomisation"
+    assert check(session, parts=("randomisation",), methods=("gradient",)).state is RunState.DONE
+    assert set(session.checkNodes.charts) == {"randomisation"}  # no flipping part: no flipping chart
+    assert session.trustSummary.startswith("gradient; randomisation") and "AOPC" not in session.trustSummary
+    session.showCurves(plots)  # falls back to the chart there is
+    view = env.scene.GetFirstNodeByClass("vtkMRMLPlotViewNode")
+    assert view.GetPlotChartNodeID() == session.checkNodes.charts["randomisation"].GetID()
+    env.jobs.check = "check"
+    assert check(session, methods=METHODS).state is RunState.DONE
+    session.showCurves(plots)
+    assert view.GetPlotChartNodeID() == session.checkNodes.charts["flipping"].GetID()
+
+
+def test_poll_reports_when_the_check_ends_and_while_anything_runs(env):
+    session = env.session
+    assert not session.busy and session.trustTable is None
+    session.startCheck(methods=METHODS)
+    ended = []
+    while session.busy:
+        session.poll()
+        ended.append(session.ended)
+    assert ended[-1] and not any(ended[:-1])  # the poll that imported the check, and only that one
+    assert session.trustTable is session.checkNodes.trust and session.trustTable.IsA("vtkMRMLTableNode")
