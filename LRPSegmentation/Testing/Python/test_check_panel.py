@@ -266,3 +266,12 @@ def test_poll_reports_when_the_check_ends_and_while_anything_runs(env):
         ended.append(session.ended)
     assert ended[-1] and not any(ended[:-1])  # the poll that imported the check, and only that one
     assert session.trustTable is session.checkNodes.trust and session.trustTable.IsA("vtkMRMLTableNode")
+
+
+def test_the_console_call_waits_and_returns_the_summary_or_raises_the_reason(env, replays):
+    session = env.session
+    headline = session.checkExplanation(methods=METHODS)
+    assert headline == trust_headline(read_check(replays["check"]), "lrp-epsilon") == session.trustSummary
+    env.jobs.error = "lrpseg check: no brain voxel in the case; check the inputs"
+    with pytest.raises(RuntimeError, match="The check failed: lrpseg check: no brain voxel"):
+        session.checkExplanation()
