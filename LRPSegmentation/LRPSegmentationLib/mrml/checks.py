@@ -18,7 +18,7 @@ from typing import Any
 import slicer
 
 from LRPSegmentationLib.analysis import trust
-from LRPSegmentationLib.analysis.filters import NO_FILTER
+from LRPSegmentationLib.analysis.filters import NO_FILTER, AmplitudeFilter
 from LRPSegmentationLib.analysis.trust import CheckCurves, CheckFileError, read_check, read_curves
 from LRPSegmentationLib.mrml import nodes, tables
 from LRPSegmentationLib.mrml.case import write_case_folder
@@ -58,16 +58,20 @@ class CheckNodes:
         trust = nodes.output_node(scene, TRUST_ROLE, "vtkMRMLTableNode")
         if trust is None:
             return None
-        found = {kind: {part: nodes.output_node(scene, role) for part, role in roles.items()}
-                 for kind, roles in (("charts", CHART_ROLES), ("curves", CURVE_TABLE_ROLES))}
-        return cls(trust, *({k: v for k, v in found[kind].items() if v is not None} for kind in ("charts", "curves")),
-                   tuple(nodes.output_nodes(scene, SERIES_ROLE)), trust.GetAttribute(HEADLINE_ATTRIBUTE) or "")
+        charts = {part: n for part, role in CHART_ROLES.items() if (n := nodes.output_node(scene, role))}
+        curves = {part: n for part, role in CURVE_TABLE_ROLES.items() if (n := nodes.output_node(scene, role))}
+        return cls(trust, charts, curves, tuple(nodes.output_nodes(scene, SERIES_ROLE)),
+                   trust.GetAttribute(HEADLINE_ATTRIBUTE) or "")
 
 
-def checked_method(settings: RunSettings, live) -> str:
-    """The check's name of the map shown: ``lrp-<rule>``, with ``+<band>`` when a final-map filter is on."""
-    band = live.filter if live.where == "output" else NO_FILTER
-    return f"lrp-{settings.rule}" + ("" if band == NO_FILTER else f"+{band.label}")
+def checked_band(live) -> AmplitudeFilter:
+    """The filter the check of the map shown uses: its final-map filter (an in-chain band is not checked)."""
+    return live.filter if live.where == "output" else NO_FILTER
+
+
+def checked_method(rule: str, band: AmplitudeFilter) -> str:
+    """The check's name of the map shown: ``lrp-<rule>``, with ``+<band>`` when it is filtered."""
+    return f"lrp-{rule}" + ("" if band == NO_FILTER else f"+{band.label}")
 
 
 def _curve_rows(report: dict[str, Any], curves: CheckCurves) -> dict[str, list[dict[str, Any]]]:
@@ -184,7 +188,7 @@ class CheckController:
         if runs.result_inputs.changed():
             raise RunError("The input voxels changed since this result was computed: run it again, then check it.")
         settings = runs.result_settings or RunSettings()
-        band = live.filter if live.where == "output" else NO_FILTER
+        band = checked_band(live)
         request = CheckRequest.in_new_run_folder(
             runs.work_folder, model=settings.model, device=settings.device, rule=settings.rule, target=settings.target,
             filter=band.kind.value, alpha=band.high, alpha_low=band.low, parts=tuple(parts), methods=tuple(methods))
@@ -194,7 +198,7 @@ class CheckController:
         except Exception:
             shutil.rmtree(request.case_dir.parent, ignore_errors=True)
             raise
-        method = checked_method(settings, live)
+        method = checked_method(settings.rule, band)
         self._run = _CheckRun(job, request, live, runs.result_inputs, method)
         self.status = RunStatus(RunState.RUNNING, "start", 0.0, f"checking {method}")
 
