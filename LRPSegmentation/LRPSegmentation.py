@@ -1,7 +1,7 @@
 """LRPSegmentation: stroke lesion segmentation of six-modality MRI with a 3D U-Net, explained by filtered LRP.
 
 Thin Slicer layer: the Widget connects the .ui to the parameter node and the Logic (LRPSegmentationLib.mrml.session,
-over the run controller). Only the child process that runs ``lrpseg explain`` imports torch.
+over the run and check controllers). Only the child processes that run ``lrpseg explain``/``check`` import torch.
 """
 
 from pathlib import Path
@@ -34,7 +34,6 @@ class LRPSegmentation(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("LRP Segmentation")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = []
         self.parent.contributors = ["LRPSegmentation developers (LRPSegmentation project)"]
         self.parent.helpText = _(
             "Segments stroke lesions from six MRI maps with a 3D U-Net and explains the prediction per modality with "
@@ -110,7 +109,9 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         path = self.ui.modelPathLineEdit  # emptying it emits validInputChanged but no currentPathChanged (CTK)
         path.connect("currentPathChanged(QString)", lambda p: self.setParameter("modelPath", p))
         path.connect("validInputChanged(bool)", lambda ok: ok or self.setParameter("modelPath", path.currentPath))
-        self.ui.applyButton.connect("clicked(bool)", self.onApply)
+        self.ui.applyButton.connect("clicked(bool)", lambda: self.onStart(self.logic.startFromParameters))
+        self.ui.checkButton.connect("clicked(bool)", lambda: self.onStart(self.logic.startCheckFromParameters))
+        self.ui.showCurvesButton.connect("clicked(bool)", lambda: self.logic.showCurves(slicer.modules.plots.logic()))
         self.ui.cancelButton.connect("clicked(bool)", self.logic.cancel)
         self.ui.exportScoresButton.connect("clicked(bool)", self.onExportScores)
         for name, group, vocabulary in (("filterKind", "filter", options.FilterKind),
@@ -138,7 +139,7 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndImport(self, caller, event) -> None:
         with slicer.util.tryWithErrorDisplay(_("Restoring the saved explanation failed.")):
             self.logic.restoreFromScene() and self.initializeParameterNode()  # heatmaps, table, a working slider
-        self.logic.gridRunning and self._timer.start(100)  # the band grid is recomputed in the background
+        self.logic.busy and self._timer.start(100)  # the band grid is recomputed in the background
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
@@ -172,13 +173,10 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelPathLineEdit.currentPath = p.modelPath
         if change & panel.Change.SETTINGS:
             self.ui.modelInfoLabel.text = self.logic.modelSummary(p.modelPath)
-        self.updateButtons()
         with slicer.util.tryWithErrorDisplay(_("Updating the explanation failed.")):
             self.logic.update(p, change)
-        if change & panel.Change.FILTER:  # the slider writes the slices on screen; the rest once it rests
-            qt.QTimer.singleShot(300, self.logic.flushWhenIdle)
-        if self.logic.running and not self._timer.isActive():
-            self._timer.start(100)  # an in-chain band the slider asked for is computed in the background
+        change & panel.Change.FILTER and qt.QTimer.singleShot(300, self.logic.flushWhenIdle)  # the rest once it rests
+        self.logic.running and not self._timer.isActive() and self._timer.start(100)  # an in-chain band computes
         self.showResult()
 
     def updateButtons(self) -> None:
@@ -187,14 +185,21 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.enabled = not problems and not running
         self.ui.applyButton.toolTip = _("Select a volume of its own for: {m}").format(m=", ".join(problems)) \
             if problems else _("Segment and explain.")
-        self.ui.cancelButton.enabled = running
+        self.ui.cancelButton.enabled = running or self.logic.checkRunning
+        self.ui.checkButton.enabled = self.logic.live is not None and not self.logic.checkRunning
+        self.ui.showCurvesButton.enabled = self.logic.checkNodes is not None
         self.ui.alphaSlider.enabled = p.filterKind != "none"
         self.ui.alphaLowSlider.enabled = p.useAlphaLow and p.filterKind != "none"
         self.ui.viewModalityComboBox.enabled = p.singleView
 
     def showResult(self) -> None:
         live, p = self.logic.live, self._parameterNode
-        if live is not None and p is not None:
+        if p is None:
+            return  # the panel is bound to no parameter node (e.g. a job ended after the scene closed)
+        self.updateButtons()
+        self.ui.trustLabel.text = self.logic.trustSummary
+        self.ui.trustTableView.setMRMLTableNode(self.logic.trustTable)
+        if live is not None:
             self.ui.scoresTableView.setMRMLTableNode(live.table)
             self.ui.diceLabel.text = _("Dice: {value}").format(value="-" if live.dice is None else f"{live.dice:.3f}")
             if not self.logic.running:  # stale, or "no lesion predicted: showing lesion evidence"
@@ -206,27 +211,23 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay(_("Loading the case failed."), waitCursor=True):
                 self.logic.selectCase(self._parameterNode, self.logic.loadCaseFolder(folder))
 
-    def onApply(self) -> None:
+    def onStart(self, start) -> None:
         with slicer.util.tryWithErrorDisplay(_("Starting the computation failed."), waitCursor=True):
             if self.logic.ensureDependencies():
-                self.logic.startFromParameters(self._parameterNode)
+                start(self._parameterNode)
                 self.updateButtons()
                 self._timer.start(100)
 
     def onPoll(self) -> None:
-        ended, status = self.logic.running, self.logic.poll()  # ended: it ran before this poll and stopped now
+        ran, status = self.logic.running, self.logic.poll(self._parameterNode)  # ran: it ran before this poll
         self.ui.progressBar.value = int(100 * (status.fraction or 0.0))
         self.ui.statusLabel.text = f"{status.stage}: {status.message}" if status.running else status.message
         self.ui.timeLabel.text = f"{status.elapsed:.1f} s"
-        if ended and not status.running:
-            if status.state is run.RunState.FAILED:
-                slicer.util.errorDisplay(_("The computation failed: {reason}").format(reason=status.message))
-            elif status.state is run.RunState.DONE and self._parameterNode is not None:
-                self.logic.update(self._parameterNode, panel.Change.FILTER | panel.Change.DISPLAY)
-            self.updateButtons()
-            self.showResult()
-        if not (status.running or self.logic.gridRunning or self.logic.controller.grid_exiting):
-            self._timer.stop()  # the in-chain band grid is imported by this poll too
+        self.ui.trustLabel.text = self.logic.trustSummary  # the check's progress, then its headline
+        if ran and status.state is run.RunState.FAILED:
+            slicer.util.errorDisplay(_("The computation failed: {reason}").format(reason=status.message))
+        self.logic.ended and self.showResult()  # the explanation or the check ended in this poll
+        self.logic.busy or self._timer.stop()  # the in-chain band grid and the check are imported by polls too
 
     def onExportScores(self) -> None:
         path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Export scores"), "scores.csv", "CSV (*.csv)")

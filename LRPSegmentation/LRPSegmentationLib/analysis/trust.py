@@ -7,7 +7,9 @@ checked methods, the random-logit similarity and how its modality shares agree w
 
 from __future__ import annotations
 
+import csv
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,36 @@ def read_check(path: Path | str) -> dict[str, Any]:
     if missing or not isinstance(report.get("methods"), dict):
         raise CheckFileError(f"{path} is not a check.json (missing {', '.join(missing) or 'methods'}).")
     return report
+
+
+@dataclass(frozen=True)
+class CheckCurves:
+    """The perturbation curves of a check (check.csv; check.json keeps only their AOPC): the target score after
+    removing each fraction of the brain voxels (0 first), per method and order ("morf", "lerf", "random")."""
+
+    fractions: tuple[float, ...] = ()
+    scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+
+def read_curves(path: Path | str) -> CheckCurves:
+    """The flipping curves in the check.csv at ``path`` (a file or the folder holding it); empty when flipping was
+    not run."""
+    path = Path(path)
+    path = path / "check.csv" if path.is_dir() else path
+    try:
+        with open(path, newline="") as stream:
+            rows = [row for row in csv.DictReader(stream)
+                    if row.get("part") == "flipping" and row.get("metric", "").endswith("_score")]
+        fractions = tuple(dict.fromkeys(float(row["step"]) for row in rows))
+        scores: dict[str, dict[str, list[float]]] = {}
+        for row in rows:
+            scores.setdefault(row["method"], {}).setdefault(row["metric"][:-len("_score")], []).append(
+                float(row["value"]))
+    except (OSError, KeyError, ValueError) as error:
+        raise CheckFileError(f"Cannot read the curves in {path}: {error}; run 'lrpseg check' again.") from None
+    if any(len(curve) != len(fractions) for orders in scores.values() for curve in orders.values()):
+        raise CheckFileError(f"{path}: each curve needs one score per removed fraction; run 'lrpseg check' again.")
+    return CheckCurves(fractions, scores)
 
 
 def _number(value: Any) -> float | None:

@@ -140,6 +140,7 @@ class CheckRequest(FilteredRequest):
     parts: tuple[str, ...] = CHECK_PARTS
     methods: tuple[str, ...] = ()
     plots: bool = True
+    RUN_PREFIX: ClassVar[str] = "check-"
 
     def __post_init__(self) -> None:
         super().__post_init__()

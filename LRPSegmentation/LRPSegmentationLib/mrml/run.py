@@ -21,7 +21,7 @@ from LRPSegmentationLib import options
 from LRPSegmentationLib.analysis.filters import NO_FILTER, AmplitudeFilter
 from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.mrml.case import write_case_folder
-from LRPSegmentationLib.mrml.job import BandsRequest, ExplainRequest, ProgressEvent, start_explain
+from LRPSegmentationLib.mrml.job import BandsRequest, ChildRequest, ExplainRequest, ProgressEvent, start_explain
 from LRPSegmentationLib.mrml.live import LiveExplanation, band_key, slider_filter
 from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, BANDS_JSON, BandFile, BandFileError, read_band_scores
 
@@ -49,8 +49,8 @@ class JobProtocol(Protocol):
     def elapsed(self) -> float: ...
 
 
-JobFactory = Callable[[ExplainRequest | BandsRequest], JobProtocol]
-"""Starts the job for a request (non-blocking) and returns it: ``lrpseg explain`` or ``lrpseg bands``."""
+JobFactory = Callable[[ChildRequest], JobProtocol]
+"""Starts the job for a request (non-blocking) and returns it: ``lrpseg explain``, ``bands`` or ``check``."""
 
 
 LIBRARY_PARENT = Path(__file__).resolve().parents[2]

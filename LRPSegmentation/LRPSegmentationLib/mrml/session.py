@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from LRPSegmentationLib import options
-from LRPSegmentationLib.mrml import case, job, live, panel, run, tables
+from LRPSegmentationLib.mrml import case, checks, job, live, panel, run, tables
 
 
 class ExplanationSession:
@@ -32,8 +32,10 @@ class ExplanationSession:
         self.scene, self.work_folder, self.idle = scene, Path(work_folder), idle
         self.controller = run.RunController(scene, self.work_folder / "runs", jobs, keep_runs,
                                             precompute_bands=precomputeBands)
+        self.checks = checks.CheckController(self.controller)  # "Check this explanation", beside the runs
         self._watched: tuple[Any, list] | None = None  # the live view whose lazy voxels follow scene events
         self._filtered_at = 0.0
+        self.ended = False  # whether the last poll saw the explanation or the check end
 
     @property
     def live(self):
@@ -43,6 +45,11 @@ class ExplanationSession:
     @property
     def running(self) -> bool:
         return self.controller.running
+
+    @property
+    def busy(self) -> bool:
+        """Whether anything still needs polling: the explanation, the band grid (or its exit), the check."""
+        return self.running or self.gridRunning or self.controller.grid_exiting or self.checkRunning
 
     # ------------------------------------------------------------------------------------------------- cases
     def loadCaseFolder(self, folder) -> case.CaseNodes:
@@ -82,16 +89,24 @@ class ExplanationSession:
     def startFromParameters(self, parameters: Any) -> None:
         self.controller.start(panel.input_volumes(parameters), parameters.groundTruth, panel.run_settings(parameters))
 
-    def poll(self) -> run.RunStatus:
-        """Progress of the running job; imports its result once it ended."""
+    def poll(self, parameters: Any = None) -> run.RunStatus:
+        """Progress of the running job; imports its result once it ended (shown with the filter and display of the
+        panel's ``parameters`` when given). Follows the check too (:attr:`checkStatus`); :attr:`ended` says whether
+        the explanation or the check ended in this poll."""
+        before = (self.running, self.checkRunning)
         status = self.controller.poll()
+        self.checks.poll()
+        self.ended = before != (self.running, self.checkRunning)
+        if parameters is not None and before[0] and status.state is run.RunState.DONE:
+            self.update(parameters, panel.Change.FILTER | panel.Change.DISPLAY)
         if self._watched is not None and self._watched[0] is not self.live:
             self._watch(None)  # a new result replaced the one shown: the old view must stop writing voxels
         return status
 
     def cancel(self) -> None:
-        """Stop the running job and the band grid, with their whole process trees (returns at once)."""
+        """Stop the running job, the band grid and the check, with their whole process trees (returns at once)."""
         self.controller.cancel()
+        self.checks.cancel()
 
     @property
     def gridRunning(self) -> bool:
@@ -118,6 +133,65 @@ class ExplanationSession:
         if status.state is not run.RunState.DONE:
             raise RuntimeError(status.message)
         return self.live
+
+    # ------------------------------------------------------------------------------------------------ checks
+    def startCheck(self, parts=job.CHECK_PARTS, methods=()) -> None:
+        """"Check this explanation": run ``lrpseg check`` on the result shown (its inputs, model, rule, target and
+        final-map filter) in the background; :meth:`poll` follows it, :meth:`cancel` stops it. ``parts`` and
+        ``methods`` as ``lrpseg check`` takes them (default: every part, the default methods)."""
+        self.checks.start(tuple(parts), tuple(methods))
+
+    def startCheckFromParameters(self, parameters: Any = None) -> None:
+        """The panel's "Check this explanation" (the result shown, whatever the panel's settings are now)."""
+        self.startCheck()
+
+    def checkExplanation(self, timeout: float = 1800, **options) -> str:
+        """:meth:`startCheck`, wait (running ``idle`` meanwhile) and return the trust summary; raises on failure."""
+        self.startCheck(**options)
+        deadline = time.monotonic() + timeout
+        while self.checks.poll().running:
+            if deadline is not None and time.monotonic() > deadline:
+                self.checks.cancel()
+                deadline = None
+            if self.idle is not None:
+                self.idle()
+            time.sleep(0.05)
+        if self.checks.status.state is not run.RunState.DONE:
+            raise RuntimeError(self.checks.summary)
+        return self.trustSummary
+
+    @property
+    def checkRunning(self) -> bool:
+        return self.checks.running
+
+    @property
+    def checkStatus(self) -> run.RunStatus:
+        return self.checks.status
+
+    @property
+    def trustSummary(self) -> str:
+        """The check's line for the panel: its progress, then its headline (randomisation, AOPC against random, rank
+        by faithfulness) or why it failed; "" before any check."""
+        return self.checks.summary
+
+    @property
+    def checkNodes(self) -> checks.CheckNodes | None:
+        """The trust table, curve tables and plot charts of the last check (None before one)."""
+        return self.checks.shown
+
+    @property
+    def trustTable(self):
+        """The trust table of the last check (one row per method), or None."""
+        return None if self.checks.shown is None else self.checks.shown.trust
+
+    def showCurves(self, plotsLogic, part: str = "flipping") -> None:
+        """Show a chart of the last check ("flipping", else the other one) in a plot view, with Slicer's plots logic
+        (``slicer.modules.plots.logic()``: it switches to a layout with a plot view when the current one has none)."""
+        charts = self.checks.shown.charts if self.checks.shown is not None else {}
+        chart = charts.get(part) or next(iter(charts.values()), None)
+        if chart is None:
+            raise run.RunError("No curves to show: check the explanation (with its flipping or randomisation part).")
+        plotsLogic.ShowChartInLayout(chart)
 
     # ------------------------------------------------------------------------------------------------ showing
     def applyFilter(self, kind: str = "none", alpha: float = 1.0, alphaLow: float = 0.0) -> list[dict]:
@@ -171,9 +245,12 @@ class ExplanationSession:
 
     def restoreFromScene(self) -> bool:
         """After a scene was loaded: rebuild the live view (slider, heatmaps, table) of the result saved in it."""
-        return self.controller.restore()
+        restored = self.controller.restore()
+        self.checks.restore()
+        return restored
 
     def closeScene(self) -> None:
         """Before the scene is cleared: stop the job and forget the result (its nodes go with the scene)."""
+        self.checks.forget()
         self._watch(None)
         self.controller.forget()

@@ -144,6 +144,52 @@ def test_logic_end_to_end_with_a_real_child_process(module, env, tmp_path):
     stop_band_grid(logic)
 
 
+def poll_like_the_panel(logic, parameters, timeout: float = 300.0) -> None:
+    """Poll as the panel's timer does (with its parameters) until nothing runs any more."""
+    deadline = time.monotonic() + timeout
+    logic.poll(parameters)
+    while logic.busy:
+        assert time.monotonic() < deadline, logic.trustSummary
+        time.sleep(0.05)
+        logic.poll(parameters)
+
+
+def test_check_this_explanation_with_real_child_processes(module, env, synthetic_case_dir, tiny_model_file):
+    """Run, then "Check this explanation" through the Logic and its parameter node, each in a real child process,
+    polled as the panel does; a second check is cancelled while it runs."""
+    from LRPSegmentationLib.analysis.trust import read_check, trust_headline, trust_rows
+    from LRPSegmentationLib.mrml import tables
+    from LRPSegmentationLib.mrml.run import RunError, RunState
+
+    logic = module.LRPSegmentationLogic()
+    p = logic.getParameterNode()
+    logic.selectCase(p, logic.loadCaseFolder(synthetic_case_dir))
+    p.modelPath, p.device, p.target, p.filterKind, p.alpha = str(tiny_model_file), "cpu", "probability", "clamp", 0.2
+    with pytest.raises(RunError, match="No explanation to check"):
+        logic.startCheckFromParameters(p)
+    logic.startFromParameters(p)
+    poll_like_the_panel(logic, p)
+    assert logic.live.filter == AmplitudeFilter.clamp_band(0.2)  # the new result shows the panel's filter
+    logic.startCheck(parts=("flipping",), methods=("lrp-epsilon+clamp[0,0.2]", "gradient"))  # a short check
+    poll_like_the_panel(logic, p)
+    assert logic.checkStatus.state is RunState.DONE, logic.trustSummary
+    report = read_check(logic.checks.folder)
+    assert list(report["methods"]) == ["lrp-epsilon+clamp[0,0.2]", "gradient"]
+    assert logic.trustSummary == trust_headline(report, "lrp-epsilon+clamp[0,0.2]")
+    rows = tables.table_rows(logic.trustTable)
+    assert [row["Method"] for row in rows] == [row["Method"] for row in trust_rows(report)]
+    assert set(logic.checkNodes.charts) == {"flipping"} and "AOPC" in logic.trustSummary
+
+    logic.startCheckFromParameters(p)  # the panel's button: every part, the default methods
+    logic.poll(p)
+    logic.cancel()
+    poll_like_the_panel(logic, p, timeout=30)
+    assert logic.checkStatus.state is RunState.CANCELLED and logic.trustSummary == "The check was cancelled."
+    assert logic.checkNodes.trust is logic.trustTable and logic.trustTable.GetScene() is env.scene  # the last one
+    assert not list((logic.workFolder() / "runs").glob("check-*/case"))
+    logic.closeScene()
+
+
 REOPEN = '''
 import sys
 import time
