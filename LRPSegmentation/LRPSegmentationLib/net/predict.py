@@ -30,9 +30,10 @@ def lesion_probability(model: torch.nn.Module, x: torch.Tensor, device: torch.de
                        lesion_class: int = 1) -> np.ndarray:
     """Softmax lesion probability on the model grid, (d, h, w) float32 on the CPU."""
     model.to(device).eval()
+    from LRPSegmentationLib.lrp.convolution import fast_convolutions
     from LRPSegmentationLib.lrp.outputs import full_resolution
 
-    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"), fast_convolutions():
         logits = full_resolution(model(x.to(device)))
     return torch.softmax(logits.float(), dim=1)[0, lesion_class].cpu().numpy()
 
