@@ -1,0 +1,91 @@
+"""An nnU-Net v2 results folder written by nnU-Net's own code, through our loader, predictor and ``lrpseg explain``.
+
+``fixtures/nnunet/`` was made by ``fixtures/make_nnunet_fixture.py`` (nnU-Net 2.8.1 planned, preprocessed and
+trained it on tiny synthetic DWI/ADC/FLAIR cases; its ``nnUNetPredictor`` predicted the held-out case on another,
+anisotropic grid). The saved nnU-Net predictions make the comparison real without nnunetv2 installed; the last
+test runs nnU-Net's predictor live when ``nnunetv2`` is importable (``make test-nnunet``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LRPSegmentationLib.analysis.metrics import dice
+from LRPSegmentationLib.data.caseio import load_case, read_volume
+from LRPSegmentationLib.net.nnunet import load_checkpoint
+from LRPSegmentationLib.net.predict import predict_case
+from LRPSegmentationLib.net.weights import load_model
+from LRPSegmentationLib.pipeline.cli import main
+
+pytest.importorskip("dynamic_network_architectures.architectures.unet")
+
+FIXTURE = Path(__file__).parent / "fixtures" / "nnunet"
+MODEL = FIXTURE / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+CASE = FIXTURE / "case"
+MIN_DICE = 0.99
+
+
+@pytest.fixture(scope="module")
+def ours():
+    loaded = load_model(MODEL)
+    case = load_case(CASE, modalities=loaded.modalities)
+    return loaded, case, predict_case(case, loaded, "cpu")
+
+
+def _reference(name: str) -> np.ndarray:
+    return read_volume(CASE / f"{name}.nii.gz")[0]
+
+
+def test_the_folder_is_nnunets_own(ours):
+    loaded, case, _ = ours
+    checkpoint = load_checkpoint(MODEL / "fold_0" / "checkpoint_final.pth")  # weights_only=True, as load_model
+    assert {"network_weights", "optimizer_state", "init_args", "trainer_name",
+            "inference_allowed_mirroring_axes"} <= set(checkpoint)
+    assert checkpoint["trainer_name"] == "nnUNetTrainer" and checkpoint["init_args"]["configuration"] == "3d_fullres"
+    plans = json.loads((MODEL / "plans.json").read_text())
+    assert plans["configurations"]["3d_fullres"]["resampling_fn_data_kwargs"]["order"] == 3
+    assert loaded.kind == "nnunet" and loaded.modalities == ("DWI", "ADC", "FLAIR")
+    assert case.geometry.spacing != tuple(plans["configurations"]["3d_fullres"]["spacing"][::-1])  # resampled
+
+
+def test_our_prediction_matches_nnunets_predictor(ours):
+    _, case, prediction = ours
+    reference = _reference("nnunet_prediction")  # nnUNetPredictor, mirroring off: the one forward LRP explains
+    assert reference.shape == prediction.mask.shape and reference.sum() > 500  # a real lesion, not two empty maps
+    assert dice(reference > 0, case.ground_truth > 0) > 0.6  # the trained model finds the lesion
+    assert dice(prediction.mask > 0, reference > 0) >= MIN_DICE
+    # nnU-Net's default test-time mirroring averages 8 flips: close, but not the network's single forward
+    assert dice(prediction.mask > 0, _reference("nnunet_prediction_mirroring") > 0) >= 0.95
+
+
+def test_lrpseg_explain_runs_end_to_end_on_it(tmp_path, capsys):
+    out = tmp_path / "explain"
+    assert main(["explain", str(CASE), "--model", str(MODEL), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "conservation" in printed.out + printed.err
+    case_shape = read_volume(CASE / "DWI.nii.gz")[0].shape
+    for modality in ("DWI", "ADC", "FLAIR"):
+        relevance = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"relevance_{modality}.nii.gz")))
+        assert relevance.shape == case_shape and np.isfinite(relevance).all() and np.abs(relevance).sum() > 0
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["model"]["kind"] == "nnunet" and np.isfinite(provenance["conservation"])
+
+
+def test_nnunets_predictor_live_agrees_with_ours(ours):
+    pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed: `make test-nnunet` runs this test")
+    import torch
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    _, _, prediction = ours
+    predictor = nnUNetPredictor(use_mirroring=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(MODEL), use_folds=(0,), checkpoint_name="checkpoint_final.pth")
+    images, properties = SimpleITKIO().read_images([str(CASE / f"{m}.nii.gz") for m in ("DWI", "ADC", "FLAIR")])
+    theirs = predictor.predict_single_npy_array(images, properties)
+    assert dice(prediction.mask > 0, theirs > 0) >= MIN_DICE
+    assert dice(theirs > 0, _reference("nnunet_prediction") > 0) > 0.999  # the committed reference is reproducible
