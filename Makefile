@@ -36,7 +36,8 @@ test: setup-test
 # nnU-Net's own predictor checked live against ours (test_nnunet_fixture.py; `make test` compares with the predictions
 # nnU-Net saved beside the fixture). A separate venv: nnunetv2 pulls ~20 packages (pandas, scikit-image, ...) that
 # the project does not need. nnunetv2 and dynamic-network-architectures --no-deps (timm -> torchvision, another
-# torch); the rest are nnunetv2's declared dependencies, with torch held at TORCH_SPEC.
+# torch); the rest are nnunetv2's declared dependencies, with torch held at TORCH_SPEC (pip then reports timm as
+# missing: expected). About 3 minutes from scratch; .ci/run calls it after `make test`.
 NNUNET_VENV := .venv-nnunet
 NNUNET_PIP := $(NNUNET_VENV)/bin/python -m pip install --disable-pip-version-check -q
 NNUNET_DEPS := "acvl-utils==0.2.6" "batchgenerators==0.25.5" "batchgeneratorsv2==0.3.6" "blosc2>=3.3.2" einops \
