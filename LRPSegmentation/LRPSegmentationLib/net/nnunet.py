@@ -203,7 +203,7 @@ class NnunetPreprocessor:
         crop = tuple(slice(a, b) for a, b in box)
         data, mask = data[(slice(None), *crop)], nonzero[crop]
         data = np.stack([self._normalise(c, channel, mask) for c, channel in enumerate(data)])
-        shape = tuple(int(round(o / t * s)) for s, o, t in zip(data.shape[1:], native_spacing, self.spacing))
+        shape = tuple(max(1, int(round(o / t * s))) for s, o, t in zip(data.shape[1:], native_spacing, self.spacing))
         data = resample(data, shape, native_spacing, self.spacing, self.data_resampling)
         pads = centred_pads(shape, self.patch_size, self.multiple)
         data = np.pad(data, [(0, 0), *pads])

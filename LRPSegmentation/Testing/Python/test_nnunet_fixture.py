@@ -17,7 +17,8 @@ import SimpleITK as sitk
 
 from LRPSegmentationLib.analysis.metrics import dice
 from LRPSegmentationLib.data.caseio import load_case, read_volume
-from LRPSegmentationLib.net.nnunet import load_checkpoint
+from LRPSegmentationLib.net.nnunet import centred_pads, load_checkpoint
+from LRPSegmentationLib.net.nnunet_resampling import Resampling, resample, separate_axis
 from LRPSegmentationLib.net.predict import predict_case
 from LRPSegmentationLib.net.weights import load_model
 from LRPSegmentationLib.pipeline.cli import main
@@ -61,6 +62,21 @@ def test_our_prediction_matches_nnunets_predictor(ours):
     assert dice(prediction.mask > 0, reference > 0) >= MIN_DICE
     # nnU-Net's default test-time mirroring averages 8 flips: close, but not the network's single forward
     assert dice(prediction.mask > 0, _reference("nnunet_prediction_mirroring") > 0) >= 0.95
+
+
+def test_resampling_and_padding_follow_nnunets_rules():
+    cubic = Resampling(3, 0)
+    assert separate_axis(cubic, (6.5, 2.0, 2.0), (7.8, 4.6, 4.6)) == 0  # the source grid is anisotropic (> 3x)
+    assert separate_axis(cubic, (7.8, 4.6, 4.6), (6.5, 2.0, 2.0)) == 0  # the target grid is
+    assert separate_axis(cubic, (3.0, 2.0, 2.0), (2.0, 2.0, 2.0)) is None
+    assert separate_axis(Resampling(3, 0, True), (1.0, 1.0, 2.0), (1.0, 1.0, 1.0)) == 2
+    slices = np.arange(6, dtype=np.float32)[:, None, None] * np.ones((6, 8, 8), dtype=np.float32)
+    out = resample(slices[None], (9, 12, 12), (6.5, 2.0, 2.0), (4.0, 1.5, 1.5), cubic)[0]
+    assert set(np.unique(out)) <= set(range(6)) and np.ptp(out[4]) == 0  # nearest along z, cubic in-plane
+    np.testing.assert_array_equal(resample(slices[None], (6, 8, 8), (6.5, 2, 2), (4, 1, 1), cubic)[0], slices)
+    # where nnU-Net's predictor pads a (12, 42, 35) case for its (16, 48, 40) patch
+    assert centred_pads((12, 42, 35), (16, 48, 40), (4, 8, 8)) == [(2, 2), (3, 3), (2, 3)]
+    assert centred_pads((20, 50, 40), (16, 48, 40), (4, 8, 8)) == [(0, 0), (3, 3), (0, 0)]
 
 
 def test_lrpseg_explain_runs_end_to_end_on_it(tmp_path, capsys):
