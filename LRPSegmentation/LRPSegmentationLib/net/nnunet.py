@@ -23,6 +23,7 @@ LRP explains.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,10 @@ class NnunetPreprocessor:
         data = np.stack([self._normalise(c, channel, mask) for c, channel in enumerate(data)])
         shape = tuple(max(1, int(round(o / t * s))) for s, o, t in zip(data.shape[1:], native_spacing, self.spacing))
         data = resample(data, shape, native_spacing, self.spacing, self.data_resampling)
+        if any(s > p for s, p in zip(shape, self.patch_size)):
+            warnings.warn(f"The case's model grid {shape} exceeds nnU-Net's patch {self.patch_size}: nnU-Net's "
+                          "predictor would tile sliding windows; this whole-volume forward (the one LRP explains) "
+                          "can predict differently (README, 'Explain your own model', Limits).", stacklevel=2)
         pads = centred_pads(shape, self.patch_size, self.multiple)
         data = np.pad(data, [(0, 0), *pads])
         self._layout = {"native": tuple(images.shape[1:]), "transposed": nonzero.shape, "crop": crop,
@@ -236,28 +241,39 @@ class NnunetPreprocessor:
 
     def to_native(self, array, native_shape, interpolation=None) -> np.ndarray:
         """A model-grid (D, H, W) or (C, D, H, W) array back: crop the padding, resample to the cropped shape,
-        place into the non-zero box (zeros outside), transpose back.
+        place into the non-zero box (zeros outside), transpose back. ``LINEAR`` (probabilities) goes through
+        :meth:`log_odds_to_native`."""
+        from scipy.special import expit, logit
 
-        ``LINEAR`` (probabilities) resamples as nnU-Net's export: the log-odds (nnU-Net: the logits; the same
-        threshold for two classes) with the plans' probability resampling, then back to probabilities."""
         from LRPSegmentationLib.net.preprocess import Interpolation, resize
 
         layout = self._check(native_shape)
         interpolation = interpolation or Interpolation.LINEAR
-        array = np.asarray(array, dtype=np.float32)
-        inside = tuple(slice(low, low + size) for (low, _), size in zip(layout["pads"], layout["grid"]))
-        array = array[(Ellipsis, *inside)]
         if interpolation == Interpolation.LINEAR:
-            lead = array.shape[:-3]
-            odds = np.clip(array.reshape(-1, *array.shape[-3:]).astype(np.float64), 1e-12, 1 - 1e-12)
-            odds = resample(np.log(odds / (1 - odds)), layout["cropped"], self.spacing, layout["native_spacing"],
-                            self.output_resampling)
-            array = (1 / (1 + np.exp(-odds.astype(np.float64)))).astype(np.float32).reshape(*lead, *odds.shape[1:])
-        else:
-            array = resize(array, layout["cropped"], interpolation)
+            odds = logit(np.clip(np.asarray(array, dtype=np.float64), 1e-12, 1 - 1e-12))
+            return expit(self.log_odds_to_native(odds, native_shape)).astype(np.float32)
+        array = resize(self._unpad(np.asarray(array, dtype=np.float32)), layout["cropped"], interpolation)
+        return self._uncrop(array, 0.0)
+
+    def log_odds_to_native(self, array, native_shape) -> np.ndarray:
+        """Lesion log-odds (D, H, W) or (C, D, H, W) back onto the native grid as nnU-Net's export treats logits:
+        the plans' probability resampling (``resampling_fn_probabilities_kwargs``), background outside the box."""
+        layout = self._check(native_shape)
+        array = self._unpad(np.asarray(array, dtype=np.float64))
         lead = array.shape[:-3]
-        full = np.zeros((*lead, *layout["transposed"]), dtype=np.float32)
-        full[(Ellipsis, *layout["crop"])] = array
+        flat = array.reshape(-1, *array.shape[-3:])
+        flat = resample(flat, layout["cropped"], self.spacing, layout["native_spacing"], self.output_resampling)
+        return self._uncrop(flat.reshape(*lead, *flat.shape[1:]), -1e4)
+
+    def _unpad(self, array: np.ndarray) -> np.ndarray:
+        layout = self._layout
+        inside = tuple(slice(low, low + size) for (low, _), size in zip(layout["pads"], layout["grid"]))
+        return array[(Ellipsis, *inside)]
+
+    def _uncrop(self, array: np.ndarray, outside: float) -> np.ndarray:
+        lead = array.shape[:-3]
+        full = np.full((*lead, *self._layout["transposed"]), outside, dtype=np.float32)
+        full[(Ellipsis, *self._layout["crop"])] = array
         back = np.argsort(self.transpose_forward)
         return np.transpose(full, (*range(len(lead)), *[len(lead) + a for a in back]))
 

@@ -9,17 +9,19 @@ test runs nnU-Net's predictor live when ``nnunetv2`` is importable (``make test-
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from LRPSegmentationLib.analysis.metrics import dice
 from LRPSegmentationLib.data.caseio import load_case, read_volume
 from LRPSegmentationLib.net.nnunet import centred_pads, load_checkpoint
 from LRPSegmentationLib.net.nnunet_resampling import Resampling, resample, separate_axis
-from LRPSegmentationLib.net.predict import predict_case
+from LRPSegmentationLib.net.predict import lesion_log_odds, predict_case
 from LRPSegmentationLib.net.weights import load_model
 from LRPSegmentationLib.pipeline.cli import main
 
@@ -79,6 +81,26 @@ def test_resampling_and_padding_follow_nnunets_rules():
     assert centred_pads((20, 50, 40), (16, 48, 40), (4, 8, 8)) == [(0, 0), (3, 3), (0, 0)]
 
 
+def test_lesion_log_odds_stay_exact_where_the_probability_saturates():
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [50.0, -3.0, 0.0, -60.0], [0.0, 0.0, np.log(2.0), 0.0]])
+    odds = lesion_log_odds(logits[None, :, :, None, None].float(), lesion_class=1)[:, 0, 0]
+    # against log(e^l1 / (e^l0 + e^l2)); float32 softmax gives p = 1.0 (log-odds inf) at 50
+    np.testing.assert_allclose(odds, [50.0 - np.log(2.0), -3.0 - np.log(2.0), -np.log(3.0), -60.0 - np.log(2.0)],
+                               rtol=1e-6)
+
+
+def test_a_case_larger_than_the_patch_is_flagged(ours):
+    loaded, case, _ = ours
+    prep = loaded.prep()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prep.prepare(case.images, case.geometry.spacing)  # fits one patch: as nnU-Net, no warning
+    big = np.ones((3, 16, 64, 64), dtype=np.float32)  # at the target spacing: (16, 64, 64) > patch (16, 48, 40)
+    with pytest.warns(UserWarning, match="exceeds nnU-Net's patch"):
+        x = prep.prepare(big, tuple(prep.spacing[::-1]))
+    assert tuple(x.shape[2:]) == (16, 64, 64)
+
+
 def test_lrpseg_explain_runs_end_to_end_on_it(tmp_path, capsys):
     out = tmp_path / "explain"
     assert main(["explain", str(CASE), "--model", str(MODEL), "--out", str(out)]) == 0
@@ -94,7 +116,6 @@ def test_lrpseg_explain_runs_end_to_end_on_it(tmp_path, capsys):
 
 def test_nnunets_predictor_live_agrees_with_ours(ours):
     pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed: `make test-nnunet` runs this test")
-    import torch
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
