@@ -9,22 +9,28 @@ full-resolution output), as in nnU-Net's predictor.
 
 Preprocessing of the configuration, as nnU-Net's ``DefaultPreprocessor``: channels in ``dataset.json``'s order,
 axes transposed by ``transpose_forward`` (nnU-Net's arrays are (z, y, x) like ours, spacing reversed from ITK),
-crop to the non-zero bounding box, per-channel normalisation (``ZScoreNormalization`` with or without the
-non-zero mask, ``CTNormalization``, ``NoNormalization``, ``RescaleTo01Normalization``), resampling to the target
-spacing. Differences, documented: resampling is trilinear (nnU-Net: cubic spline, nearest along an anisotropic
-axis), and the whole volume goes through the network once, zero-padded to a multiple of its total stride (nnU-Net:
-Gaussian-weighted sliding windows of ``patch_size``, optional mirroring) -- one forward is what LRP explains.
+crop to the bounding box of the hole-filled non-zero mask, per-channel normalisation (``ZScoreNormalization`` with
+or without that mask, ``CTNormalization``, ``NoNormalization``, ``RescaleTo01Normalization``), resampling to the
+target spacing with nnU-Net's own scheme (:mod:`.nnunet_resampling`: cubic in-plane, nearest along an anisotropic
+axis). The input is zero-padded, centred as nnU-Net's predictor does, to at least ``patch_size`` and a multiple of
+the total stride; predictions go back with the plans' probability resampling. Checked against nnU-Net's
+``nnUNetPredictor`` on a folder trained by nnU-Net itself (``Testing/Python/test_nnunet_fixture.py``).
+Differences, documented: the whole volume goes through the network once (nnU-Net: Gaussian-weighted sliding
+windows of ``patch_size`` when the case is larger than one patch; mirroring on by default) -- one forward is what
+LRP explains.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from LRPSegmentationLib.net.nnunet_resampling import Resampling, resample
 from LRPSegmentationLib.net.weights import LoadedModel, ModelInfo, WeightsError, file_sha256
 
 CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_best.pth")
@@ -148,6 +154,17 @@ def total_stride(config: dict) -> tuple[int, ...]:
                  for a in range(len(config["patch_size"])))
 
 
+def centred_pads(shape, patch, multiple) -> list[tuple[int, int]]:
+    """Zero padding to at least ``patch`` and a multiple of the total stride, split as nnU-Net's ``pad_nd_image``
+    (half below, the rest above), so the network sees the case where nnU-Net's predictor puts it."""
+    pads = []
+    for size, least, step in zip(shape, patch, multiple):
+        target = max(size, least)
+        target += (-target) % step
+        pads.append(((target - size) // 2, target - size - (target - size) // 2))
+    return pads
+
+
 @dataclass
 class NnunetPreprocessor:
     """nnU-Net v2 preprocessing of one configuration (module docstring) and its inverse for model-grid arrays.
@@ -161,22 +178,25 @@ class NnunetPreprocessor:
     use_mask: tuple[bool, ...]
     intensity: tuple[dict, ...]
     multiple: tuple[int, ...]
+    patch_size: tuple[int, ...] = (1, 1, 1)
+    data_resampling: Resampling = Resampling(3, 0)
+    output_resampling: Resampling = Resampling(1, 0)
     _layout: dict = field(default_factory=dict, repr=False)
 
     def describe(self) -> dict[str, Any]:
         return {"transpose_forward": list(self.transpose_forward), "spacing": list(self.spacing),
                 "normalization_schemes": list(self.schemes), "use_mask_for_norm": list(self.use_mask),
-                "pad_multiple": list(self.multiple)}
+                "pad_multiple": list(self.multiple), "patch_size": list(self.patch_size),
+                "resampling_order": [self.data_resampling.order, self.data_resampling.order_z]}
 
     def prepare(self, images: np.ndarray, spacing: tuple[float, float, float]):
         import torch
-
-        from LRPSegmentationLib.net.preprocess import resize
+        from scipy.ndimage import binary_fill_holes
 
         axes = self.transpose_forward
         data = np.transpose(np.asarray(images, dtype=np.float32), (0, *[a + 1 for a in axes]))
         native_spacing = tuple(float(spacing[::-1][a]) for a in axes)  # ITK (x, y, z) -> array (z, y, x)
-        nonzero = np.any(data != 0, axis=0)
+        nonzero = binary_fill_holes(np.any(data != 0, axis=0))  # nnU-Net's create_nonzero_mask
         if nonzero.any():
             box = [(int(i.min()), int(i.max()) + 1) for i in np.nonzero(nonzero)]
         else:
@@ -184,12 +204,16 @@ class NnunetPreprocessor:
         crop = tuple(slice(a, b) for a, b in box)
         data, mask = data[(slice(None), *crop)], nonzero[crop]
         data = np.stack([self._normalise(c, channel, mask) for c, channel in enumerate(data)])
-        shape = tuple(max(1, int(round(s * o / t))) for s, o, t in zip(data.shape[1:], native_spacing, self.spacing))
-        data = resize(data, shape)
-        pads = [(0, (-s) % m) for s, m in zip(shape, self.multiple)]
+        shape = tuple(max(1, int(round(o / t * s))) for s, o, t in zip(data.shape[1:], native_spacing, self.spacing))
+        data = resample(data, shape, native_spacing, self.spacing, self.data_resampling)
+        if any(s > p for s, p in zip(shape, self.patch_size)):
+            warnings.warn(f"The case's model grid {shape} exceeds nnU-Net's patch {self.patch_size}: nnU-Net's "
+                          "predictor would tile sliding windows; this whole-volume forward (the one LRP explains) "
+                          "can predict differently (README, 'Explain your own model', Limits).", stacklevel=2)
+        pads = centred_pads(shape, self.patch_size, self.multiple)
         data = np.pad(data, [(0, 0), *pads])
         self._layout = {"native": tuple(images.shape[1:]), "transposed": nonzero.shape, "crop": crop,
-                        "cropped": mask.shape, "grid": shape, "pads": pads}
+                        "cropped": mask.shape, "grid": shape, "pads": pads, "native_spacing": native_spacing}
         return torch.from_numpy(np.ascontiguousarray(data))[None]
 
     def _normalise(self, c: int, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -203,12 +227,11 @@ class NnunetPreprocessor:
         if scheme == "CTNormalization":
             image = np.clip(image, props["percentile_00_5"], props["percentile_99_5"])
             return (image - props["mean"]) / max(props["std"], 1e-8)
-        if self.use_mask[c]:
-            out = np.zeros_like(image)
+        if self.use_mask[c]:  # outside the (hole-filled) non-zero mask every channel is 0 already
             values = image[mask]
             if values.size:
-                out[mask] = (values - values.mean()) / max(float(values.std()), 1e-8)
-            return out
+                image[mask] = (values - values.mean()) / max(float(values.std()), 1e-8)
+            return image
         return (image - image.mean()) / max(float(image.std()), 1e-8)
 
     def _check(self, native_shape) -> dict:
@@ -218,17 +241,39 @@ class NnunetPreprocessor:
 
     def to_native(self, array, native_shape, interpolation=None) -> np.ndarray:
         """A model-grid (D, H, W) or (C, D, H, W) array back: crop the padding, resample to the cropped shape,
-        place into the non-zero box (zeros outside), transpose back."""
+        place into the non-zero box (zeros outside), transpose back. ``LINEAR`` (probabilities) goes through
+        :meth:`log_odds_to_native`."""
+        from scipy.special import expit, logit
+
         from LRPSegmentationLib.net.preprocess import Interpolation, resize
 
         layout = self._check(native_shape)
-        array = np.asarray(array, dtype=np.float32)
-        grid = layout["grid"]
-        array = array[..., : grid[0], : grid[1], : grid[2]]
-        array = resize(array, layout["cropped"], interpolation or Interpolation.LINEAR)
+        interpolation = interpolation or Interpolation.LINEAR
+        if interpolation == Interpolation.LINEAR:
+            odds = logit(np.clip(np.asarray(array, dtype=np.float64), 1e-12, 1 - 1e-12))
+            return expit(self.log_odds_to_native(odds, native_shape)).astype(np.float32)
+        array = resize(self._unpad(np.asarray(array, dtype=np.float32)), layout["cropped"], interpolation)
+        return self._uncrop(array, 0.0)
+
+    def log_odds_to_native(self, array, native_shape) -> np.ndarray:
+        """Lesion log-odds (D, H, W) or (C, D, H, W) back onto the native grid as nnU-Net's export treats logits:
+        the plans' probability resampling (``resampling_fn_probabilities_kwargs``), background outside the box."""
+        layout = self._check(native_shape)
+        array = self._unpad(np.asarray(array, dtype=np.float64))
         lead = array.shape[:-3]
-        full = np.zeros((*lead, *layout["transposed"]), dtype=np.float32)
-        full[(Ellipsis, *layout["crop"])] = array
+        flat = array.reshape(-1, *array.shape[-3:])
+        flat = resample(flat, layout["cropped"], self.spacing, layout["native_spacing"], self.output_resampling)
+        return self._uncrop(flat.reshape(*lead, *flat.shape[1:]), -1e4)
+
+    def _unpad(self, array: np.ndarray) -> np.ndarray:
+        layout = self._layout
+        inside = tuple(slice(low, low + size) for (low, _), size in zip(layout["pads"], layout["grid"]))
+        return array[(Ellipsis, *inside)]
+
+    def _uncrop(self, array: np.ndarray, outside: float) -> np.ndarray:
+        lead = array.shape[:-3]
+        full = np.full((*lead, *self._layout["transposed"]), outside, dtype=np.float32)
+        full[(Ellipsis, *self._layout["crop"])] = array
         back = np.argsort(self.transpose_forward)
         return np.transpose(full, (*range(len(lead)), *[len(lead) + a for a in back]))
 
@@ -268,7 +313,10 @@ def load_nnunet(path: Path | str, device: str | Any = "cpu", fold: int | None = 
     prep = NnunetPreprocessor(
         transpose_forward=tuple(plans.get("transpose_forward", (0, 1, 2))), spacing=tuple(config["spacing"]),
         schemes=schemes, use_mask=tuple(config.get("use_mask_for_norm", [False] * len(modalities))),
-        intensity=tuple(properties.get(str(c), {}) for c in range(len(modalities))), multiple=total_stride(config))
+        intensity=tuple(properties.get(str(c), {}) for c in range(len(modalities))), multiple=total_stride(config),
+        patch_size=tuple(int(p) for p in config["patch_size"]),
+        data_resampling=Resampling.from_plans(config.get("resampling_fn_data_kwargs"), 3),
+        output_resampling=Resampling.from_plans(config.get("resampling_fn_probabilities_kwargs"), 1))
     lesion = sorted(v for k, v in labels.items() if k != "background" and isinstance(v, int))
     info = ModelInfo(config={"configuration": name, "plans": plans.get("plans_name"),
                              "trainer": checkpoint.get("trainer_name"), "fold": checkpoint_path.parent.name,

@@ -26,26 +26,39 @@ class Prediction:
     device: str
 
 
-def lesion_probability(model: torch.nn.Module, x: torch.Tensor, device: torch.device,
-                       lesion_class: int = 1) -> np.ndarray:
-    """Softmax lesion probability on the model grid, (d, h, w) float32 on the CPU."""
+def model_logits(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The full-resolution logits (1, C, d, h, w) on the model grid, float32 on the CPU."""
     model.to(device).eval()
     from LRPSegmentationLib.lrp.convolution import fast_convolutions
     from LRPSegmentationLib.lrp.outputs import full_resolution
 
     with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"), fast_convolutions():
         logits = full_resolution(model(x.to(device)))
-    return torch.softmax(logits.float(), dim=1)[0, lesion_class].cpu().numpy()
+    return logits.float().cpu()
 
 
-def prediction_from_probability(case: Case, probability: np.ndarray, device: str,
-                                preprocessor=None) -> Prediction:
-    """Map a model-grid lesion probability onto the case's native grid (through ``preprocessor``, default a plain
-    resize), threshold it and score it."""
-    if preprocessor is not None:
-        native = np.clip(preprocessor.to_native(probability, case.geometry.shape, Interpolation.LINEAR), 0.0, 1.0)
+def lesion_log_odds(logits: torch.Tensor, lesion_class: int = 1) -> np.ndarray:
+    """``log(p / (1 - p))`` of the lesion's softmax probability, (d, h, w) float64, from (1, C, d, h, w) logits;
+    exact where ``p`` rounds to 0 or 1 (the logit minus the log-sum-exp of the other classes)."""
+    logits = torch.as_tensor(logits).detach().double().cpu()[0]
+    others = torch.cat([logits[:lesion_class], logits[lesion_class + 1:]])
+    return (logits[lesion_class] - torch.logsumexp(others, dim=0)).numpy()
+
+
+def prediction_from_logits(case: Case, logits: torch.Tensor, lesion_class: int, device: str,
+                           preprocessor=None) -> Prediction:
+    """Map model-grid logits (1, C, d, h, w) onto the case's native grid, threshold the lesion probability at 0.5
+    and score it. A preprocessor with ``log_odds_to_native`` (nnU-Net's: it resamples logits) gets the lesion
+    log-odds; others resize the probability (``to_native``, default a plain resize)."""
+    from scipy.special import expit
+
+    logits = torch.as_tensor(logits).detach().float().cpu()
+    if hasattr(preprocessor, "log_odds_to_native"):
+        native = expit(preprocessor.log_odds_to_native(lesion_log_odds(logits, lesion_class), case.geometry.shape))
     else:
-        native = np.clip(to_native(probability, case.geometry.shape, Interpolation.LINEAR), 0.0, 1.0)
+        probability = torch.softmax(logits, dim=1)[0, lesion_class].numpy()
+        back = preprocessor.to_native if preprocessor is not None else to_native
+        native = np.clip(back(probability, case.geometry.shape, Interpolation.LINEAR), 0.0, 1.0)
     mask = (native >= 0.5).astype(np.uint8)
     score = dice(mask, case.ground_truth) if case.ground_truth is not None else None
     return Prediction(case.case_id, native.astype(np.float32), mask, score, device)
@@ -57,9 +70,8 @@ def predict_case(case: Case, loaded: LoadedModel, device: str | torch.device = "
     check_modalities(case, loaded)
     prep = loaded.prep()
     x = prep.prepare(case.images, case.geometry.spacing)
-    probability, used = run_with_cpu_fallback(
-        lambda d: lesion_probability(loaded.model, x, d, loaded.lesion_class), resolve_device(device), notify)
-    return prediction_from_probability(case, probability, str(used), prep)
+    logits, used = run_with_cpu_fallback(lambda d: model_logits(loaded.model, x, d), resolve_device(device), notify)
+    return prediction_from_logits(case, logits, loaded.lesion_class, str(used), prep)
 
 
 class ModalityMismatchError(ValueError):

@@ -19,7 +19,7 @@ from LRPSegmentationLib.lrp import explain, get_composite
 from LRPSegmentationLib.lrp.taps import tap_filter
 from LRPSegmentationLib.lrp.targets import Target
 from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
-from LRPSegmentationLib.net.predict import Prediction, check_modalities, prediction_from_probability
+from LRPSegmentationLib.net.predict import Prediction, check_modalities, prediction_from_logits
 from LRPSegmentationLib.net.preprocess import Interpolation, PreprocessSpec, ResizePreprocessor
 from LRPSegmentationLib.net.weights import LoadedModel
 from LRPSegmentationLib.options import (
@@ -118,8 +118,7 @@ def explain_case(case: Case, loaded: LoadedModel, settings: ExplainSettings = Ex
 
     result, used = run_with_cpu_fallback(run, resolve_device(device), notify)
     seconds = time.perf_counter() - started
-    probability = torch.softmax(result.output.detach().float(), dim=1)[0, target.lesion_class]
-    prediction = prediction_from_probability(case, probability.cpu().numpy(), str(used), prep)
+    prediction = prediction_from_logits(case, result.output, target.lesion_class, str(used), prep)
     relevance = prep.to_native(result.relevance.detach()[0].float().cpu(), case.geometry.shape, Interpolation.MASS)
     note = target.note(result.output.detach())
     if note and case.ground_truth is not None and case.ground_truth.any():

@@ -1,14 +1,14 @@
 """Loading networks researchers bring: a MONAI network (JSON + weights) and an nnU-Net v2 trained-model folder,
 run on a three-modality (DWI/ADC/FLAIR) case in the ISLES 2022 layout through predict, explain, sweep and info.
 
-The nnU-Net folder is written here in nnU-Net v2's format (plans.json with an ``architecture`` entry, dataset.json,
-fold_0/checkpoint_final.pth with the keys and numpy training log nnU-Net's trainer saves); the network is the real
-dynamic-network-architectures class with random weights.
+The nnU-Net folder is the one nnU-Net v2 itself planned and trained (``fixtures/make_nnunet_fixture.py``; its
+comparison with nnU-Net's predictor is in ``test_nnunet_fixture.py``).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 
 from LRPSegmentationLib.data.caseio import CaseError, find_case_files, load_case
 from LRPSegmentationLib.data.modalities import ISLES2022_MODALITIES
-from LRPSegmentationLib.net.nnunet import NnunetPreprocessor
+from LRPSegmentationLib.net.nnunet import NnunetPreprocessor, load_checkpoint
 from LRPSegmentationLib.net.weights import WeightsError, load_model
 from LRPSegmentationLib.pipeline.cli import main
 
@@ -89,74 +89,43 @@ def test_flat_dwi_adc_flair_folder(tmp_path):
 
 # ------------------------------------------------------------------------------------------ nnU-Net v2 folder
 
-ARCH_KWARGS = {
-    "n_stages": 3, "features_per_stage": [4, 8, 16], "conv_op": "torch.nn.modules.conv.Conv3d",
-    "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]], "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
-    "n_conv_per_stage": [2, 2, 2], "n_conv_per_stage_decoder": [2, 2], "conv_bias": True,
-    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d", "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-    "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True},
-}
+NNUNET_FOLDER = Path(__file__).parent / "fixtures" / "nnunet" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+"""Written by nnU-Net v2 itself (fixtures/make_nnunet_fixture.py); read-only: tests that change it copy it first."""
 
 
-def _write_nnunet_folder(root: Path, checkpoint_extra: dict | None = None) -> tuple[Path, torch.nn.Module]:
-    folder = root / "Dataset901_Tiny" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
-    (folder / "fold_0").mkdir(parents=True)
-    dataset = {"channel_names": {"0": "DWI", "1": "ADC", "2": "FLAIR"}, "labels": {"background": 0, "lesion": 1},
-               "numTraining": 1, "file_ending": ".nii.gz"}
-    plans = {
-        "dataset_name": "Dataset901_Tiny", "plans_name": "nnUNetPlans", "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2], "original_median_spacing_after_transp": [3.0, 1.5, 1.5],
-        "configurations": {"3d_fullres": {
-            "data_identifier": "nnUNetPlans_3d_fullres", "preprocessor_name": "DefaultPreprocessor", "batch_size": 2,
-            "patch_size": [8, 16, 16], "spacing": [3.0, 2.0, 2.0],
-            "normalization_schemes": ["ZScoreNormalization"] * 3, "use_mask_for_norm": [True, True, True],
-            "architecture": {
-                "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                "arch_kwargs": ARCH_KWARGS, "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
-        }},
-        "foreground_intensity_properties_per_channel": {str(c): {"mean": 1.0, "std": 0.5, "percentile_00_5": 0.0,
-                                                                 "percentile_99_5": 3.0} for c in range(3)},
-    }
-    (folder / "plans.json").write_text(json.dumps(plans))
-    (folder / "dataset.json").write_text(json.dumps(dataset))
-    torch.manual_seed(0)
-    kwargs = {**ARCH_KWARGS, "conv_op": torch.nn.Conv3d, "norm_op": torch.nn.InstanceNorm3d,
-              "nonlin": torch.nn.LeakyReLU}
-    network = dna_unet.PlainConvUNet(input_channels=3, num_classes=2, deep_supervision=True, **kwargs)
-    with torch.no_grad():
-        network.decoder.seg_layers[-1].bias.copy_(torch.tensor([0.0, 0.05]))
-    checkpoint = {
-        "network_weights": network.state_dict(), "optimizer_state": {}, "grad_scaler_state": None,
-        "logging": {"mean_fg_dice": [np.float64(0.5)], "ema_fg_dice": [np.float64(0.5)], "train_losses": [0.9],
-                    "dice_per_class_or_region": [[np.float64(0.5)]]},
-        "_best_ema": np.float64(0.5), "current_epoch": 1, "trainer_name": "nnUNetTrainer",
-        "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": 0, "dataset_json": dataset},
-        "inference_allowed_mirroring_axes": (0, 1, 2), **(checkpoint_extra or {}),
-    }
-    torch.save(checkpoint, folder / "fold_0" / "checkpoint_final.pth")
-    return folder, network
+def _copy_nnunet_folder(root: Path, checkpoint_extra: dict | None = None) -> Path:
+    folder = root / NNUNET_FOLDER.name
+    shutil.copytree(NNUNET_FOLDER, folder)
+    if checkpoint_extra:
+        path = folder / "fold_0" / "checkpoint_final.pth"
+        torch.save({**load_checkpoint(path), **checkpoint_extra}, path)
+    return folder
 
 
 @pytest.fixture(scope="module")
-def nnunet_folder(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
-    return _write_nnunet_folder(tmp_path_factory.mktemp("nnunet_results"))
+def nnunet_folder() -> Path:
+    return NNUNET_FOLDER
 
 
 def test_nnunet_folder_loads_the_network_of_its_plans(nnunet_folder):
-    folder, network = nnunet_folder
-    loaded = load_model(folder)
+    loaded = load_model(nnunet_folder)
     assert loaded.kind == "nnunet" and loaded.modalities == ("DWI", "ADC", "FLAIR")
     assert type(loaded.model).__name__ == "PlainConvUNet" and loaded.model.decoder.deep_supervision is False
-    assert loaded.prep().multiple == (2, 4, 4)
-    x = torch.rand(1, 3, 8, 16, 16)
-    network.eval().decoder.deep_supervision = False
+    config = json.loads((nnunet_folder / "plans.json").read_text())["configurations"]["3d_fullres"]
+    assert loaded.prep().multiple == (4, 8, 8) and loaded.prep().patch_size == tuple(config["patch_size"])
+    ops = {"conv_op": torch.nn.Conv3d, "norm_op": torch.nn.InstanceNorm3d, "dropout_op": None,
+           "nonlin": torch.nn.LeakyReLU}
+    network = dna_unet.PlainConvUNet(input_channels=3, num_classes=2, deep_supervision=False,
+                                     **{**config["architecture"]["arch_kwargs"], **ops})
+    network.load_state_dict(load_checkpoint(nnunet_folder / "fold_0" / "checkpoint_final.pth")["network_weights"])
+    x = torch.rand(1, 3, 16, 48, 40)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model(x), network(x))
-    assert load_model(folder / "fold_0").sha256 == loaded.sha256  # the fold folder works too
+        torch.testing.assert_close(loaded.model(x), network.eval()(x))
+    assert load_model(nnunet_folder / "fold_0").sha256 == loaded.sha256  # the fold folder works too
 
 
 def test_nnunet_checkpoint_needing_more_than_weights_is_refused(tmp_path):
-    folder, _ = _write_nnunet_folder(tmp_path, {"trainer_object": Path("/tmp")})  # a pickled Python object
+    folder = _copy_nnunet_folder(tmp_path, {"trainer_object": Path("/tmp")})  # a pickled Python object
     with pytest.raises(WeightsError, match="weights_only=True"):
         load_model(folder)
 
@@ -184,7 +153,7 @@ def test_nnunet_preprocessing_transposes_crops_and_maps_back():
 
 def test_nnunet_model_predicts_explains_and_sweeps_an_isles2022_case(nnunet_folder, isles2022_root, tmp_path,
                                                                     capsys):
-    folder, _ = nnunet_folder
+    folder = nnunet_folder
     case_dir = str(isles2022_root / "sub-strokecase0001")
     assert main(["predict", case_dir, "--model", str(folder), "--out", str(tmp_path / "p"), "--progress", "none"]) == 0
     assert (tmp_path / "p" / "prediction.json").is_file()
@@ -209,7 +178,7 @@ def test_nnunet_model_predicts_explains_and_sweeps_an_isles2022_case(nnunet_fold
 
 def test_a_case_with_other_modalities_than_the_model_is_refused(nnunet_folder, synthetic_case_dir, tmp_path,
                                                                 capsys):
-    folder, _ = nnunet_folder
+    folder = nnunet_folder
     assert main(["predict", str(synthetic_case_dir), "--model", str(folder), "--out", str(tmp_path / "p"),
                  "--progress", "none"]) == 2
     assert "lacks DWI" in capsys.readouterr().err
