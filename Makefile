@@ -32,12 +32,13 @@ demo: setup
 test: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	$(MAKE) test-nnunet
 
 # nnU-Net's own predictor checked live against ours (test_nnunet_fixture.py; `make test` compares with the predictions
 # nnU-Net saved beside the fixture). A separate venv: nnunetv2 pulls ~20 packages (pandas, scikit-image, ...) that
 # the project does not need. nnunetv2 and dynamic-network-architectures --no-deps (timm -> torchvision, another
 # torch); the rest are nnunetv2's declared dependencies, with torch held at TORCH_SPEC (pip then reports timm as
-# missing: expected). About 3 minutes from scratch; .ci/run calls it after `make test`.
+# missing: expected). About 3 minutes from scratch; `make test` runs it last.
 NNUNET_VENV := .venv-nnunet
 NNUNET_PIP := $(NNUNET_VENV)/bin/python -m pip install --disable-pip-version-check -q
 NNUNET_DEPS := "acvl-utils==0.2.6" "batchgenerators==0.25.5" "batchgeneratorsv2==0.3.6" "blosc2>=3.3.2" einops \
