@@ -19,7 +19,7 @@ TARGET = 0.5
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bands", type=int, default=8, help="bands K (the first K of the default grid)")
-    parser.add_argument("--batch", type=int, nargs="+", default=[2, 4, 8], help="batch sizes to time")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4], help="batch sizes to time")
     parser.add_argument("--repeats", type=int, default=2, help="single-band explanations timed (median)")
     parser.add_argument("--seed", type=int, default=2017)
     args = parser.parse_args()

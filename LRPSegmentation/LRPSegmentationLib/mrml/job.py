@@ -177,7 +177,7 @@ class BandsRequest(ChildRequest):
 
     bands: str | None = None
     step: float = 0.05
-    batch_size: int = 4
+    batch_size: int = 1
     RUN_PREFIX: ClassVar[str] = "bands-"
 
     def __post_init__(self) -> None:

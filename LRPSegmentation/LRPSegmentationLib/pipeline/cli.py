@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(bands, "folder for bands.npz (float16 maps, float32 maxima) and bands.json (settings, scores)")
     bands.add_argument("--bands", help="e.g. 'pass:0.2;clamp:0.1' (default: the paper's grids plus --step steps)")
     bands.add_argument("--step", type=float, default=0.05, help="alpha step of the default grid")
-    bands.add_argument("--batch-size", type=int, default=4, help="bands per batched explanation")
+    bands.add_argument("--batch-size", type=int, default=1,
+                       help="bands per batched explanation (1 is fastest on the CPU: bench_bands.py)")
     add_explain_options(bands, with_filter=False)
 
     sweep = add("sweep", cmd_sweep, "run a grid of filters over cases and models: sweep.csv, plots, sweet spot")
