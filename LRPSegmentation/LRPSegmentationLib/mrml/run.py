@@ -203,7 +203,7 @@ class RunController:
     """
 
     def __init__(self, scene, work_folder: Path | str, jobs: JobFactory, keep_runs: int = 0,
-                 precompute_bands: bool = False, band_step: float = 0.05, band_batch_size: int = 1) -> None:
+                 precompute_bands: bool = False, band_step: float = 0.05, band_chunk: int = 8) -> None:
         self.scene = scene
         self.work_folder = Path(work_folder)
         self.jobs = jobs
@@ -215,7 +215,7 @@ class RunController:
         self.status = RunStatus()
         self._run: _Run | None = None
         self._kept: list[Path] = []
-        self.precompute_bands, self.band_step, self.band_batch_size = precompute_bands, band_step, band_batch_size
+        self.precompute_bands, self.band_step, self.band_chunk = precompute_bands, band_step, band_chunk
         self.grid_status = RunStatus()
         self.grid_bands: tuple[AmplitudeFilter, ...] = ()  # the bands of the grid imported into ``live``
         self._grid: _GridRun | None = None
@@ -368,7 +368,7 @@ class RunController:
         settings = self.result_settings or RunSettings()
         request = BandsRequest.in_new_run_folder(
             self.work_folder, model=settings.model, device=settings.device, rule=settings.rule,
-            target=settings.target, step=self.band_step, batch_size=self.band_batch_size)
+            target=settings.target, step=self.band_step, chunk=self.band_chunk)
         try:
             write_case_folder(self.result_inputs.volumes, request.case_dir, self.result_inputs.ground_truth)
             job = self.jobs(request)

@@ -35,7 +35,7 @@ class BandFileError(ValueError):
 
 
 def explain_case_bands(case: Case, loaded: LoadedModel, settings: ExplainSettings,
-                       bands: Sequence[AmplitudeFilter], device: str | torch.device = "auto", batch_size: int = 4,
+                       bands: Sequence[AmplitudeFilter], device: str | torch.device = "auto", chunk: int = 8,
                        notify: Callable[[str], None] | None = None,
                        progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, float]:
     """(relevance (K, 6, D, H, W) float32 on the native grid, seconds) of ``case`` for each in-chain band.
@@ -53,7 +53,7 @@ def explain_case_bands(case: Case, loaded: LoadedModel, settings: ExplainSetting
 
     def run(target_device: torch.device) -> torch.Tensor:
         return explain_bands(loaded.model.to(target_device), x.to(target_device), target.start_relevance, bands,
-                             settings.preset, taps=settings.taps, batch_size=batch_size, progress=progress)
+                             settings.preset, taps=settings.taps, chunk=chunk, progress=progress)
 
     relevance, _ = run_with_cpu_fallback(run, resolve_device(device), notify)
     seconds = time.perf_counter() - started

@@ -45,7 +45,7 @@ def replays(synthetic_case_dir, tiny_model_file, tmp_path_factory) -> dict[str, 
     assert cli_main(["explain", *common, "--out", str(root / "raw")]) == 0
     assert cli_main(["explain", *common, "--out", str(root / "band"), "--where", "layers", "--filter", "pass",
                      "--alpha", "0.3"]) == 0
-    assert cli_main(["bands", *common, "--out", str(root / "grid"), "--bands", GRID, "--batch-size", "4"]) == 0
+    assert cli_main(["bands", *common, "--out", str(root / "grid"), "--bands", GRID, "--chunk", "4"]) == 0
     return {"raw": root / "raw", "band": root / "band", "grid": root / "grid"}
 
 
