@@ -160,7 +160,9 @@ class LiveExplanation:
         self._layers: OrderedDict[AmplitudeFilter, BandIndex] = OrderedDict()
         self._pinned: set[AmplitudeFilter] = set()
         self._exact: dict[AmplitudeFilter, ExplanationScores] = {}  # float32 scores of float16-stored bands
-        self._sources: dict[AmplitudeFilter, tuple[Callable[[], np.ndarray], ExplanationScores | None]] = {}
+        self._sources: dict[AmplitudeFilter, tuple[Callable[[], tuple[np.ndarray, np.ndarray]],
+                                                   ExplanationScores | None]] = {}
+        self._compact: dict[AmplitudeFilter, tuple[np.ndarray, np.ndarray]] = {}  # offered bands read so far
         self._ras_to_ijk = np.linalg.inv(nodes.ijk_to_ras(geometry))
         self._filtered: FilteredMap | None = None  # reuse buffers of the final map's full filtered copies
         self._map: FilteredMap | None = None  # the full filtered map of what is shown, once made
@@ -294,8 +296,12 @@ class LiveExplanation:
         relevance = np.asarray(relevance, dtype=np.float32)
         if relevance.shape != self.relevance.shape:
             raise LiveError(f"In-chain relevance of shape {relevance.shape} does not match {self.relevance.shape}.")
-        key = band_key(filt)
-        self._layers[key] = BandIndex.build(normalise_map(relevance, self.normalization), self.references)
+        self._keep_layer(band_key(filt), BandIndex.build(normalise_map(relevance, self.normalization),
+                                                         self.references), pinned, scores)
+
+    def _keep_layer(self, key: AmplitudeFilter, index: BandIndex, pinned: bool,
+                    scores: ExplanationScores | None) -> None:
+        self._layers[key] = index
         self._layers.move_to_end(key)
         if pinned:
             self._pinned.add(key)
@@ -307,12 +313,24 @@ class LiveExplanation:
             del self._layers[band]
             self._exact.pop(band, None)
 
-    def add_layer_source(self, filt: AmplitudeFilter | str | None, load: Callable[[], np.ndarray],
+    def add_layer_source(self, filt: AmplitudeFilter | str | None,
+                         load: Callable[[], tuple[np.ndarray, np.ndarray]],
                          scores: ExplanationScores | None = None) -> None:
-        """Offer the in-chain band ``filt`` without reading it: ``load()`` returns its raw map when the slider first
-        shows it (a precomputed grid on disk: memory only for the bands shown, at most ``max_layer_results`` of
-        them indexed at once besides the pinned ones; a dropped band is loaded again when shown again)."""
+        """Offer the in-chain band ``filt`` without reading it (a precomputed grid on disk): ``load()`` returns its
+        map in compact form (float16 / per-channel peak, peak: ``analysis.filters.compact_map``). It is read by
+        :meth:`prefetch_layers` (a few per poll) or when the slider first shows it; with its float32 ``scores``
+        it is shown without a sort (at most ``max_layer_results`` indexed at once besides the pinned ones)."""
         self._sources[band_key(filt)] = (load, scores)
+
+    def prefetch_layers(self, seconds: float = 0.05) -> int:
+        """Read offered bands into memory (compact, float16) for up to about ``seconds``; returns how many are
+        left to read."""
+        started = time.perf_counter()
+        left = [key for key in self._sources if key not in self._compact]
+        while left and time.perf_counter() - started < seconds:
+            key = left.pop(0)
+            self._compact[key] = self._sources[key][0]()
+        return len(left)
 
     def has_layer_result(self, filt: AmplitudeFilter | str | None) -> bool:
         """Whether the in-chain result of band ``filt`` is cached or offered (the unfiltered map always is)."""
@@ -334,10 +352,10 @@ class LiveExplanation:
         self._pinned.clear()
         self._exact.clear()
         self._sources.clear()
+        self._compact.clear()
 
     def nearest_layer_band(self, filt: AmplitudeFilter | str | None) -> AmplitudeFilter | None:
-        """The in-chain band (cached or offered) of the same kind closest to ``filt`` (ends compared), None when
-        there is none."""
+        """The in-chain band (cached or offered) of ``filt``'s kind closest to it (ends compared), or None."""
         key = band_key(filt)
         if key == NO_FILTER or key in self._layers or key in self._sources:
             return key
@@ -354,7 +372,14 @@ class LiveExplanation:
             return None
         if key not in self._layers and key in self._sources:
             load, scores = self._sources[key]
-            self.add_layer_result(key, load(), scores=scores)
+            values, peak = self._compact[key] = self._compact.get(key) or load()
+            source = NormalisedMap.from_compact(values, peak, self.normalization)
+            if source.normalised.shape != self.relevance.shape:
+                raise LiveError(f"In-chain band {key.label} has shape {source.normalised.shape}, not "
+                                f"{self.relevance.shape}: compute the bands again.")
+            index = BandIndex.build(source, self.references) if scores is None else \
+                BandIndex.display_only(source, self.references)
+            self._keep_layer(key, index, False, scores)
         index = self.index if key == NO_FILTER else self._layers.get(key)
         if index is None:
             return None
@@ -373,13 +398,11 @@ class LiveExplanation:
 
     @property
     def stale(self) -> bool:
-        """Whether the heatmap values, or overlay voxels off screen, still show an earlier band (until
-        :meth:`flush`)."""
+        """Whether the heatmap values, or overlay voxels off screen, show an earlier band (until :meth:`flush`)."""
         return self._stale
 
     def flush(self) -> None:
-        """Write the whole filtered map into the heatmaps (values and window) and the overlays (the voxels
-        :meth:`apply` left for later)."""
+        """Write the whole filtered map into the heatmaps (values, window) and overlays (what :meth:`apply` left)."""
         if not self._stale:
             return
         filtered = self._full_map()

@@ -259,6 +259,8 @@ class RunController:
         """Drain the jobs' progress (never blocks); import what ended. Returns the main job's status (the band
         grid's is :attr:`grid_status`)."""
         self._poll_grid()
+        if self.live is not None and self.grid_bands:
+            self.live.prefetch_layers()  # a few grid bands into memory per poll: the in-chain slider reads them
         if self.job is None or not self.status.running:
             return self.status
         self.status = followed(self.status, self.job)
@@ -423,7 +425,7 @@ class RunController:
         self._grid_file = kept
         scores = read_band_scores(grid.request.out_dir / BANDS_JSON)
         for band in bands.bands:  # read band by band when the slider shows it
-            self.live.add_layer_source(band, partial(bands.relevance, band), scores.get(band))
+            self.live.add_layer_source(band, partial(bands.compact, band), scores.get(band))
         self.grid_bands = tuple(band_key(band) for band in bands.bands)
         if self._wanted is not None:  # the slider waited in the chain: show its nearest band now
             self.live.apply_layers(self._wanted, nearest=True)
