@@ -35,6 +35,7 @@ from LRPSegmentationLib.analysis.filters import (
     FilteredMap,
     NormalisedMap,
     RelevanceNormalization,
+    compact_sums,
     normalise_map,
 )
 from LRPSegmentationLib.analysis.scores import ExplanationScores, ReferenceMasks, reference_masks
@@ -162,7 +163,7 @@ class LiveExplanation:
         self._exact: dict[AmplitudeFilter, ExplanationScores] = {}  # float32 scores of float16-stored bands
         self._sources: dict[AmplitudeFilter, tuple[Callable[[], tuple[np.ndarray, np.ndarray]],
                                                    ExplanationScores | None]] = {}
-        self._compact: dict[AmplitudeFilter, tuple[np.ndarray, np.ndarray]] = {}  # offered bands read so far
+        self._compact: dict[AmplitudeFilter, tuple] = {}  # offered bands read so far: values, peak, sums
         self._ras_to_ijk = np.linalg.inv(nodes.ijk_to_ras(geometry))
         self._filtered: FilteredMap | None = None  # reuse buffers of the final map's full filtered copies
         self._map: FilteredMap | None = None  # the full filtered map of what is shown, once made
@@ -329,7 +330,8 @@ class LiveExplanation:
         left = [key for key in self._sources if key not in self._compact]
         while left and time.perf_counter() - started < seconds:
             key = left.pop(0)
-            self._compact[key] = self._sources[key][0]()
+            values, peak = self._sources[key][0]()
+            self._compact[key] = (values, peak, compact_sums(values))
         return len(left)
 
     def has_layer_result(self, filt: AmplitudeFilter | str | None) -> bool:
@@ -372,13 +374,12 @@ class LiveExplanation:
             return None
         if key not in self._layers and key in self._sources:
             load, scores = self._sources[key]
-            values, peak = self._compact[key] = self._compact.get(key) or load()
-            source = NormalisedMap.from_compact(values, peak, self.normalization)
+            values, peak, *sums = self._compact.get(key) or load()
+            source = NormalisedMap.from_compact(values, peak, self.normalization, *sums)
             if source.normalised.shape != self.relevance.shape:
                 raise LiveError(f"In-chain band {key.label} has shape {source.normalised.shape}, not "
                                 f"{self.relevance.shape}: compute the bands again.")
-            index = BandIndex.build(source, self.references) if scores is None else \
-                BandIndex.display_only(source, self.references)
+            index = (BandIndex.build if scores is None else BandIndex.display_only)(source, self.references)
             self._keep_layer(key, index, False, scores)
         index = self.index if key == NO_FILTER else self._layers.get(key)
         if index is None:
