@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["conv3d_input_grad", "fast_convolutions"]
+__all__ = ["conv3d_input_grad", "fast_convolutions", "transposed_conv3d_input_grad"]
 
 
 def _triple(value: int | Sequence[int]) -> list[int]:
@@ -54,6 +54,17 @@ def conv3d_input_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
         return None
     full = [k - 1 - p for k, p in zip(kernel, padding)]
     return torch.mkldnn_convolution(grad.contiguous(), _flipped(weight), None, full, [1, 1, 1], [1, 1, 1], 1)
+
+
+def transposed_conv3d_input_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: Sequence[int],
+                                 padding: Sequence[int], dilation: Sequence[int], groups: int) -> torch.Tensor | None:
+    """d conv_transpose3d(x, weight) / d x applied to ``grad``: the convolution of ``grad`` with the same weight,
+    stride, padding and dilation, on oneDNN; None when that does not apply."""
+    if not _eligible(grad, weight) or grad.shape[0] != x.shape[0]:
+        return None
+    out = torch.mkldnn_convolution(grad.contiguous(), weight.contiguous(), None, list(padding), list(stride),
+                                   list(dilation), int(groups))
+    return out if out.shape == x.shape else None
 
 
 _FLIPPED: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from LRPSegmentationLib.lrp.convolution import conv3d_input_grad
+from LRPSegmentationLib.lrp.convolution import conv3d_input_grad, transposed_conv3d_input_grad
 
 DEFAULT_EPSILON = 1e-9
 
@@ -107,6 +107,11 @@ def layer_input_grad(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, g
         transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
         if isinstance(module, nn.Conv3d):
             fast = conv3d_input_grad(grad, x, weight, module.stride, module.padding, module.dilation, module.groups)
+            if fast is not None:
+                return fast
+        if isinstance(module, nn.ConvTranspose3d):
+            fast = transposed_conv3d_input_grad(grad, x, weight, module.stride, module.padding, module.dilation,
+                                                module.groups)
             if fast is not None:
                 return fast
         return torch.ops.aten.convolution_backward(

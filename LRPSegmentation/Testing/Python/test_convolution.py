@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from LRPSegmentationLib.lrp.convolution import conv3d_input_grad, fast_convolutions
+from LRPSegmentationLib.lrp.convolution import conv3d_input_grad, fast_convolutions, transposed_conv3d_input_grad
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
 
@@ -45,3 +45,16 @@ def test_input_gradient_equals_convolution_backward(padding):
     got = conv3d_input_grad(grad, x, weight, (1, 1, 1), padding, (1, 1, 1), 1)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert conv3d_input_grad(grad, x, weight, (2, 2, 2), padding, (1, 1, 1), 1) is None  # strided: not this route
+
+
+@pytest.mark.parametrize(("stride", "padding", "output_padding"), [(2, 0, 0), (2, 1, 1), (1, 1, 0)])
+def test_transposed_input_gradient_equals_convolution_backward(stride, padding, output_padding):
+    torch.manual_seed(2)
+    up = nn.ConvTranspose3d(4, 3, 3 if padding else 2, stride=stride, padding=padding, output_padding=output_padding)
+    x = torch.randn(1, 4, 5, 6, 7)
+    grad = torch.randn_like(up(x))
+    expected = torch.ops.aten.convolution_backward(grad, x, up.weight, None, list(up.stride), list(up.padding),
+                                                   list(up.dilation), True, list(up.output_padding), 1,
+                                                   [True, False, False])[0]
+    got = transposed_conv3d_input_grad(grad, x, up.weight.detach(), up.stride, up.padding, up.dilation, 1)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
