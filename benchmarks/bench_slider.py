@@ -139,7 +139,7 @@ def main() -> None:
     print(f"not in the drag: update + flush of the whole volume (before a save) {flush_wall:.1f} ms wall")
     # the in-chain slider: a band grid offered as the background job leaves it (compact float16 with its float32
     # scores), read into memory by the polls, each band shown for the first time
-    from LRPSegmentationLib.analysis.filters import compact_map
+    from LRPSegmentationLib.analysis.compact import compact_map
     from LRPSegmentationLib.analysis.scores import score_explanation
 
     rng = np.random.default_rng(0)

@@ -36,7 +36,7 @@ def band_grid(step: float = 0.05) -> tuple[AmplitudeFilter, ...]:
 
 def explain_bands(model: nn.Module, x: torch.Tensor, start_relevance: StartRelevance,
                   bands: Iterable[AmplitudeFilter | str], preset: str = DEFAULT_PRESET, *,
-                  taps: Iterable[str] | None = None, chunk: int = 8,
+                  taps: Iterable[str] | None = None, chunk: int = 16,
                   progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Input relevance (len(bands), C, ...) of one input ``x`` (1, C, ...) for each in-chain band.
 

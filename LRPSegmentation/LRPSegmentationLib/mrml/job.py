@@ -177,7 +177,7 @@ class BandsRequest(ChildRequest):
 
     bands: str | None = None
     step: float = 0.05
-    chunk: int = 8
+    chunk: int = 16
     RUN_PREFIX: ClassVar[str] = "bands-"
 
     def __post_init__(self) -> None:

@@ -29,13 +29,13 @@ import numpy as np
 
 from LRPSegmentationLib.analysis import metrics
 from LRPSegmentationLib.analysis.band_scores import BandIndex, complete_total, filtered_region
+from LRPSegmentationLib.analysis.compact import compact_sums, normalised_from_compact
 from LRPSegmentationLib.analysis.filters import (
     NO_FILTER,
     AmplitudeFilter,
     FilteredMap,
     NormalisedMap,
     RelevanceNormalization,
-    compact_sums,
     normalise_map,
 )
 from LRPSegmentationLib.analysis.scores import ExplanationScores, ReferenceMasks, reference_masks
@@ -318,7 +318,7 @@ class LiveExplanation:
                          load: Callable[[], tuple[np.ndarray, np.ndarray]],
                          scores: ExplanationScores | None = None) -> None:
         """Offer the in-chain band ``filt`` without reading it (a precomputed grid on disk): ``load()`` returns its
-        map in compact form (float16 / per-channel peak, peak: ``analysis.filters.compact_map``). It is read by
+        map in compact form (float16 / per-channel peak, peak: ``analysis.compact.compact_map``). It is read by
         :meth:`prefetch_layers` (a few per poll) or when the slider first shows it; with its float32 ``scores``
         it is shown without a sort (at most ``max_layer_results`` indexed at once besides the pinned ones)."""
         self._sources[band_key(filt)] = (load, scores)
@@ -375,7 +375,7 @@ class LiveExplanation:
         if key not in self._layers and key in self._sources:
             load, scores = self._sources[key]
             values, peak, *sums = self._compact.get(key) or load()
-            source = NormalisedMap.from_compact(values, peak, self.normalization, *sums)
+            source = normalised_from_compact(values, peak, self.normalization, *sums)
             if source.normalised.shape != self.relevance.shape:
                 raise LiveError(f"In-chain band {key.label} has shape {source.normalised.shape}, not "
                                 f"{self.relevance.shape}: compute the bands again.")

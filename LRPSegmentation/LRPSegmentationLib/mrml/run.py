@@ -203,7 +203,7 @@ class RunController:
     """
 
     def __init__(self, scene, work_folder: Path | str, jobs: JobFactory, keep_runs: int = 0,
-                 precompute_bands: bool = False, band_step: float = 0.05, band_chunk: int = 8) -> None:
+                 precompute_bands: bool = False, band_step: float = 0.05, band_chunk: int = 16) -> None:
         self.scene = scene
         self.work_folder = Path(work_folder)
         self.jobs = jobs

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from LRPSegmentationLib.analysis.filters import AmplitudeFilter, compact_map
+from LRPSegmentationLib.analysis.compact import compact_map
+from LRPSegmentationLib.analysis.filters import AmplitudeFilter
 from LRPSegmentationLib.analysis.scores import ExplanationScores, score_explanation
 from LRPSegmentationLib.data.caseio import Case
 
@@ -35,7 +36,7 @@ class BandFileError(ValueError):
 
 
 def explain_case_bands(case: Case, loaded: LoadedModel, settings: ExplainSettings,
-                       bands: Sequence[AmplitudeFilter], device: str | torch.device = "auto", chunk: int = 8,
+                       bands: Sequence[AmplitudeFilter], device: str | torch.device = "auto", chunk: int = 16,
                        notify: Callable[[str], None] | None = None,
                        progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, float]:
     """(relevance (K, 6, D, H, W) float32 on the native grid, seconds) of ``case`` for each in-chain band.
@@ -109,7 +110,7 @@ class BandFile:
 
     def compact(self, band: AmplitudeFilter | str) -> tuple[np.ndarray, np.ndarray]:
         """(float16 map / per-channel peak, peak) of ``band``, decompressed from the file now (see
-        :func:`~LRPSegmentationLib.analysis.filters.compact_map`)."""
+        :func:`~LRPSegmentationLib.analysis.compact.compact_map`)."""
         k = self.bands.index(AmplitudeFilter.parse(band))
         try:
             with np.load(self.path, allow_pickle=False) as data:
