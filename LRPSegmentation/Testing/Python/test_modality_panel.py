@@ -220,6 +220,14 @@ def test_a_three_modality_nnunet_model_through_the_panel_and_the_logic(module, i
     for channel, modality in enumerate(ISLES2022_MODALITIES):
         np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps[modality]),
                                       expected.normalised[channel])
+    p.where, p.alpha = "layers", 0.3  # an in-chain band: computed on demand in a child, then shown
+    logic.update(p, panel.Change.FILTER)
+    assert logic.running and logic.bandStatus("clamp", 0.3) == "pending"
+    poll_like_the_panel(logic, p)
+    assert logic.live is live and live.where == "layers" and logic.bandStatus("clamp", 0.3) == "shown"
+    assert [row["Modality"] for row in live.rows] == [*ISLES2022_MODALITIES, "all"]
+    p.where, p.alpha = "output", 0.05
+    logic.update(p, panel.Change.FILTER)
     p.singleView, p.viewModality = True, "FLAIR"
     logic.update(p, panel.Change.DISPLAY)
     red = display.composite_node(env.scene, "Red")
@@ -263,3 +271,37 @@ def test_the_module_file_stays_torch_free_with_an_nnunet_model(tmp_path):
                             cwd=slicer_testbed.MODULE_DIR, env={**os.environ})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "inputs DWI, ADC, FLAIR" in result.stdout
+
+
+def test_the_band_grid_job_takes_the_models_modalities(isles2022_case, tmp_path):
+    """``lrpseg bands`` (the panel's background in-chain grid) reads the case with the model's modality list."""
+    pytest.importorskip("dynamic_network_architectures.architectures.unet")
+    from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, BANDS_JSON, BandFile, read_band_scores
+    from LRPSegmentationLib.pipeline.cli import main as cli_main
+
+    out = tmp_path / "bands"
+    assert cli_main(["bands", str(isles2022_case), "--model", str(NNUNET), "--out", str(out), "--device", "cpu",
+                     "--progress", "none", "--bands", "clamp:0.2"]) == 0
+    band = AmplitudeFilter.clamp_band(0.2)
+    grid = BandFile(out / BANDS_FILE)
+    scores = read_band_scores(out / BANDS_JSON)
+    assert grid.bands == (band,) and [row.modality for row in scores[band].modalities] == list(ISLES2022_MODALITIES)
+    own = tmp_path / "explain"  # the band's own explanation: same preprocessing (nnU-Net's), same map
+    assert cli_main(["explain", str(isles2022_case), "--model", str(NNUNET), "--out", str(own), "--device", "cpu",
+                     "--progress", "none", "--where", "layers", "--filter", "clamp", "--alpha", "0.2"]) == 0
+    expected = read_relevance(own, ISLES2022_MODALITIES)
+    peak = np.abs(expected).reshape(3, -1).max(axis=1)[:, None, None, None]
+    np.testing.assert_allclose(grid.relevance(band) / peak, expected / peak, atol=2e-3)  # stored as float16
+
+
+def test_check_this_explanation_refuses_a_peer_model_in_one_line(isles2022_case, tmp_path, capsys):
+    """``lrpseg check`` (the panel's "Check this explanation") does not yet apply nnU-Net's preprocessing: it says so
+    instead of checking a wrongly preprocessed input."""
+    pytest.importorskip("dynamic_network_architectures.architectures.unet")
+    from LRPSegmentationLib.pipeline.cli import main as cli_main
+
+    assert cli_main(["check", str(isles2022_case), "--model", str(NNUNET), "--out", str(tmp_path / "check"),
+                     "--progress", "none"]) != 0
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "takes our U-Net model files only, not this nnunet model" in error[0]
+    assert not (tmp_path / "check").exists()
