@@ -87,6 +87,13 @@ def modalities(parameters: Any) -> tuple[str, ...]:
     return found if 0 < len(found) <= len(VOLUME_SLOTS) else MODALITIES
 
 
+MODALITY_NAMES: dict[str, str] = {
+    "ADC": "Apparent diffusion coefficient map", "MTT": "Mean transit time", "rCBF": "Relative cerebral blood flow",
+    "rCBV": "Relative cerebral blood volume", "Tmax": "Time to maximum of the residue function",
+    "TTP": "Time to peak", "DWI": "Diffusion-weighted image", "FLAIR": "Fluid-attenuated inversion recovery image"}
+"""What the selectors' tooltips call the modalities they know (any other is named as the model names it)."""
+
+
 @dataclass(frozen=True)
 class SelectorRow:
     """One input row of the panel: its volume slot, selector and label widget, and what it shows (text None:
@@ -104,7 +111,8 @@ def selector_rows(names: tuple[str, ...]) -> list[SelectorRow]:
     rows = []
     for k, slot in enumerate(VOLUME_SLOTS):
         name = names[k] if k < len(names) else None
-        tooltip = f"The {name} volume: input {k + 1} of the model's {len(names)}." if name else ""
+        known = f"{MODALITY_NAMES[name]} ({name})" if name in MODALITY_NAMES else name
+        tooltip = f"{known} volume, input {k + 1} of the model's {len(names)}." if name else ""
         rows.append(SelectorRow(slot, slot.replace("Volume", "Selector"), f"inputsFormLayoutLabel{k + 1}",
                                 None if name is None else f"{name}:", tooltip))
     return rows

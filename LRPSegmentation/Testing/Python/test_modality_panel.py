@@ -83,6 +83,8 @@ def test_the_selectors_follow_the_models_modalities():
     three = panel.selector_rows(ISLES2022_MODALITIES)
     assert [r.text for r in three] == ["DWI:", "ADC:", "FLAIR:", None, None, None]
     assert [r.slot for r in three[:3]] == ["adcVolume", "mttVolume", "rcbfVolume"]  # by position
+    assert three[0].tooltip == "Diffusion-weighted image (DWI) volume, input 1 of the model's 3."
+    assert six[4].tooltip == "Time to maximum of the residue function (Tmax) volume, input 5 of the model's 6."
     widgets = {w.get("name"): w.get("class") for w in ET.parse(UI_FILE).getroot().iter("widget")}
     for row in three:
         assert widgets[row.selector] == "qMRMLNodeComboBox" and widgets[row.label] == "QLabel"
@@ -261,11 +263,12 @@ def test_a_three_modality_nnunet_model_through_the_panel_and_the_logic(module, i
     reopened.closeScene()
 
 
-def test_the_module_file_stays_torch_free_with_an_nnunet_model(tmp_path):
+def test_the_panels_model_line_for_an_nnunet_folder_needs_no_torch(tmp_path):
     """The panel's model line and modality list for an nnU-Net folder need no torch (Slicer's process never
     imports it)."""
     code = ("import sys\nfrom LRPSegmentationLib.mrml import panel, session\n"
             f"print(session.ExplanationSession.modelSummary({str(NNUNET)!r}))\n"
+            f"assert session.ExplanationSession.modelModalities({str(NNUNET)!r}) == ('DWI', 'ADC', 'FLAIR')\n"
             "assert 'torch' not in sys.modules and 'dynamic_network_architectures' not in sys.modules\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             cwd=slicer_testbed.MODULE_DIR, env={**os.environ})
