@@ -116,7 +116,13 @@ class ExplanationSession:
         self.controller.start(volumes, groundTruth, settings)
 
     def startFromParameters(self, parameters: Any) -> None:
-        self.controller.start(panel.input_volumes(parameters), parameters.groundTruth, panel.run_settings(parameters))
+        """The panel's Run: the volumes of its slots as the model's modalities (read from the model's metadata)."""
+        names = self.modelModalities(parameters.modelPath)
+        if len(names) > len(panel.VOLUME_SLOTS):
+            raise run.RunError(f"The model takes {len(names)} modalities but the panel has {len(panel.VOLUME_SLOTS)} "
+                               "inputs: explain it from the Python console (logic.explain) or with lrpseg explain.")
+        self.controller.start(panel.input_volumes(parameters, names), parameters.groundTruth,
+                              panel.run_settings(parameters), names)
 
     def poll(self, parameters: Any = None) -> run.RunStatus:
         """Progress of the running job; imports its result once it ended (shown with the filter and display of the

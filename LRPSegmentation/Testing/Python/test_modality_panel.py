@@ -308,3 +308,22 @@ def test_check_this_explanation_refuses_a_peer_model_in_one_line(isles2022_case,
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "takes our U-Net model files only, not this nnunet model" in error[0]
     assert not (tmp_path / "check").exists()
+
+
+def test_a_model_of_more_modalities_than_the_panel_has_inputs_is_refused_in_one_line(tmp_path):
+    from LRPSegmentationLib.mrml.run import RunError, child_process_jobs
+    from LRPSegmentationLib.mrml.session import ExplanationSession
+
+    names = [f"M{k}" for k in range(7)]
+    description = tmp_path / "seven.json"
+    description.write_text(json.dumps({"format": "lrpseg-monai", "class": "BasicUNet", "weights": "w.safetensors",
+                                       "args": {"in_channels": 7}, "modalities": names}))
+    env = headless.headless_scene()
+    logic = ExplanationSession(env.scene, tmp_path / "work", child_process_jobs())
+    values = type("Values", (), {"modelPath": str(description), "groundTruth": None, "device": "cpu",
+                                 "rule": "epsilon", "target": "lesion-logits",
+                                 **{slot: None for slot in panel.VOLUME_SLOTS}})()
+    assert panel.modalities(values) == MODALITIES  # the rows stay as they are; the model line names its inputs
+    with pytest.raises(RunError, match="takes 7 modalities but the panel has 6 inputs"):
+        logic.startFromParameters(values)
+    assert not logic.running
