@@ -207,10 +207,19 @@ class BandIndex:
             raise MetricsError(f"{len(names)} modality names for {len(channels)} relevance channels.")
         return cls(source, references, tuple(channels), tuple(names or ()))
 
+    @classmethod
+    def display_only(cls, source: NormalisedMap, references: ReferenceMasks,
+                     names: Sequence[str] | None = None) -> BandIndex:
+        """An index of ``source`` that serves showing it, not scoring it (no sort): for a map whose scores were
+        computed with it (a band grid's float32 scores)."""
+        return cls(source, references, (), tuple(names or ()))
+
     def score(self, filt: AmplitudeFilter | str | None = None, *, lrp_threshold: float = 0.5,
               smoothing: float = 0.0, output_relevance_sum: float | None = None) -> ExplanationScores:
         """The scores of ``source.filtered(filt)`` as :func:`score_explanation` gives them (without warnings), except
         the "all" row's mass accuracy, rank accuracy and pointing game, left None: see :func:`complete_total`."""
+        if not self.channels:
+            raise MetricsError("This map's index serves display only: its scores come with it.")
         filt = AmplitudeFilter.parse(filt)
         if not 0.0 <= lrp_threshold < 1.0:
             raise MetricsError(f"lrp_threshold must lie in [0, 1), got {lrp_threshold}.")

@@ -323,6 +323,34 @@ class NormalisedMap:
     channel_axis: int = 0
     sorted_values: np.ndarray | None = field(default=None, repr=False)
 
+    @classmethod
+    def from_compact(cls, values: np.ndarray, peak: np.ndarray,
+                     normalization: RelevanceNormalization = RelevanceNormalization.PER_CHANNEL,
+                     sums: tuple[np.ndarray, np.ndarray] | None = None) -> NormalisedMap:
+        """The map of (C, ...) ``values`` stored divided by their per-channel ``peak`` (see :func:`compact_map`):
+        what :func:`normalise_map` gives for ``values * peak``, to float rounding. Per channel the stored values are
+        used as they are (float16 stays float16: no conversion pass); ``sums`` (:func:`compact_sums`) saves the two
+        passes that sum them."""
+        peak = np.asarray(peak, dtype=np.float32)
+        zero = peak == 0.0
+        scale = np.where(zero, 1.0, peak).astype(np.float32)
+        normalised = np.asarray(values)
+        if normalization is RelevanceNormalization.GLOBAL:
+            top = float(peak.max()) or 1.0
+            normalised = normalised.astype(np.float32) * (scale / top)[(...,) + (None,) * (normalised.ndim - 1)]
+            zero = np.full_like(zero, peak.max() == 0.0)
+            scale = np.full_like(scale, top)
+            sums = None
+        normalised = normalised.view()
+        normalised.setflags(write=False)
+        magnitude = np.abs(normalised)
+        magnitude.setflags(write=False)
+        signed, absolute = sums if sums is not None else compact_sums(normalised)
+        return cls(normalised=normalised, magnitude=magnitude, scale=scale, channel_max=peak,
+                   input_sum=np.asarray(signed, dtype=np.float64) * scale,
+                   input_abs_sum=np.asarray(absolute, dtype=np.float64) * scale,
+                   zero_groups=zero, normalization=normalization)
+
     def _buffers(self, reuse: FilteredMap | None) -> tuple[np.ndarray, np.ndarray] | None:
         if reuse is None or reuse.source is not self or _ops(self.normalised).is_torch:
             return None
@@ -468,6 +496,21 @@ def normalise_map(
         channel_axis=channel_axis,
         sorted_values=sorted_values,
     )
+
+
+def compact_sums(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel sums of ``values`` and of ``|values|`` (float64), for :meth:`NormalisedMap.from_compact`."""
+    axes = tuple(range(1, np.ndim(values)))
+    return (np.sum(values, axis=axes, dtype=np.float64), np.sum(np.abs(values), axis=axes, dtype=np.float64))
+
+
+def compact_map(relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values / per-channel max |values| as float16, that max as float32) of a channel-first map: half the memory
+    of float32, for maps kept to be shown later (:meth:`NormalisedMap.from_compact`)."""
+    relevance = np.asarray(relevance, dtype=np.float32)
+    peak = np.abs(relevance).reshape(relevance.shape[0], -1).max(axis=1).astype(np.float32)
+    safe = np.where(peak > 0, peak, 1.0).astype(np.float32)
+    return (relevance / safe[(...,) + (None,) * (relevance.ndim - 1)]).astype(np.float16), peak
 
 
 def filter_map(

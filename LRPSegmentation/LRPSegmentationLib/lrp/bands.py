@@ -1,29 +1,26 @@
-"""In-chain filter bands in batches: K bands of the paper's in-chain filter as the batch dimension of one explanation.
+"""In-chain filter bands from one forward pass: K bands of the paper's in-chain filter as K backward sweeps.
 
-The forward pass is the same for every band; only the filters at the taps differ. :func:`explain_bands` stacks K
-copies of the input, and :func:`band_tap_filter` filters sample k of the relevance arriving at each tap with band k,
-normalised by that sample's own peak, exactly as :func:`~LRPSegmentationLib.lrp.taps.tap_filter` does for a single
-band. No change to the engine: a tap filter already receives the whole (batched) relevance tensor.
-
-Each band still costs its share of a batched forward and backward (the copies are computed, not shared); sharing
-one forward across the bands would need the engine's autograd functions to support batched gradients (vmap).
+The forward pass is the same for every band; only the filters at the taps differ. :func:`explain_bands` runs the
+explained forward once and one backward sweep per band over the kept graph
+(:func:`~LRPSegmentationLib.lrp.engine.explain_filters`), each band filtering at the taps exactly as
+:func:`~LRPSegmentationLib.lrp.taps.tap_filter` does for a single band.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
 from LRPSegmentationLib.analysis.filters import PAPER_CLAMP_GRID, PAPER_PASS_GRID, AmplitudeFilter
-from LRPSegmentationLib.lrp.engine import StartRelevance, explain
+from LRPSegmentationLib.lrp.engine import StartRelevance, explain_filters
 from LRPSegmentationLib.lrp.errors import ExplainInputError
-from LRPSegmentationLib.lrp.taps import TapFilter, tap_filter
+from LRPSegmentationLib.lrp.taps import tap_filter
 from LRPSegmentationLib.options import DEFAULT_PRESET, FilterKind
 
-__all__ = ["band_grid", "band_tap_filter", "explain_bands"]
+__all__ = ["band_grid", "explain_bands"]
 
 
 def band_grid(step: float = 0.05) -> tuple[AmplitudeFilter, ...]:
@@ -37,40 +34,28 @@ def band_grid(step: float = 0.05) -> tuple[AmplitudeFilter, ...]:
     return tuple(dict.fromkeys(bands))
 
 
-def band_tap_filter(bands: Sequence[AmplitudeFilter | str]) -> TapFilter:
-    """A tap filter for a batch of ``len(bands)`` samples: sample k filtered with band k (per-sample peak)."""
-    filters = [tap_filter(band) for band in bands]
-
-    def apply(relevance: torch.Tensor) -> torch.Tensor:
-        if relevance.shape[0] != len(filters):
-            raise ExplainInputError(f"The batch holds {relevance.shape[0]} samples for {len(filters)} bands.")
-        return torch.cat([f(relevance[k : k + 1]) for k, f in enumerate(filters)])
-
-    return apply
-
-
 def explain_bands(model: nn.Module, x: torch.Tensor, start_relevance: StartRelevance,
                   bands: Iterable[AmplitudeFilter | str], preset: str = DEFAULT_PRESET, *,
-                  taps: Iterable[str] | None = None, batch_size: int = 4,
+                  taps: Iterable[str] | None = None, chunk: int = 8,
                   progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Input relevance (len(bands), C, ...) of one input ``x`` (1, C, ...) for each in-chain band.
 
-    Runs ``ceil(len(bands) / batch_size)`` batched explanations; ``start_relevance`` must work on a batch (every
-    target does except "component"). ``progress(done, total)`` is called after each batch.
+    One explained forward per ``chunk`` bands (its graph is kept for their backward sweeps, so memory stays that
+    of one explanation); ``progress(done, total)`` is called after each chunk.
     """
     bands = [AmplitudeFilter.parse(band) for band in bands]
     if x.ndim < 2 or x.shape[0] != 1:
         raise ExplainInputError(f"x must be one input shaped (1, C, ...), got {tuple(x.shape)}.")
-    if batch_size < 1:
-        raise ExplainInputError(f"batch_size must be at least 1, got {batch_size}.")
+    if chunk < 1:
+        raise ExplainInputError(f"chunk must be at least 1, got {chunk}.")
     results = []
-    for first in range(0, len(bands), batch_size):
-        chunk = bands[first : first + batch_size]
-        batch = x.detach().expand(len(chunk), *x.shape[1:]).contiguous()
-        result = explain(model, batch, start_relevance, preset, tap_filter=band_tap_filter(chunk), taps=taps)
-        results.append(result.relevance.detach())
+    for first in range(0, len(bands), chunk):
+        part = bands[first : first + chunk]
+        explained = explain_filters(model, x, start_relevance, [tap_filter(b) for b in part], preset, taps=taps,
+                                    record_sums=False)
+        results += [e.relevance.detach() for e in explained]
         if progress is not None:
-            progress(first + len(chunk), len(bands))
+            progress(first + len(part), len(bands))
     if not results:
         return x.new_zeros((0, *x.shape[1:]))
     return torch.cat(results)

@@ -52,6 +52,18 @@ def conv3d_input_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     if (not _eligible(grad, weight) or tuple(stride) != (1, 1, 1) or tuple(dilation) != (1, 1, 1) or groups != 1
             or any(p > k - 1 for p, k in zip(padding, kernel)) or grad.shape[0] != x.shape[0]):
         return None
-    flipped = weight.transpose(0, 1).flip(2, 3, 4).contiguous()
     full = [k - 1 - p for k, p in zip(kernel, padding)]
-    return torch.mkldnn_convolution(grad.contiguous(), flipped, None, full, [1, 1, 1], [1, 1, 1], 1)
+    return torch.mkldnn_convolution(grad.contiguous(), _flipped(weight), None, full, [1, 1, 1], [1, 1, 1], 1)
+
+
+_FLIPPED: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
+
+
+def _flipped(weight: torch.Tensor) -> torch.Tensor:
+    """The transposed, flipped kernel of ``weight``, made once per weight version (a few layers' worth kept)."""
+    kept = _FLIPPED.get(id(weight))
+    if kept is None or kept[0] is not weight or kept[1] != weight._version:
+        if len(_FLIPPED) >= 64:
+            _FLIPPED.clear()
+        kept = _FLIPPED[id(weight)] = (weight, weight._version, weight.transpose(0, 1).flip(2, 3, 4).contiguous())
+    return kept[2]

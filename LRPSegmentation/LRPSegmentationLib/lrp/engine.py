@@ -24,7 +24,7 @@ How it works (zennit-style, but cheaper):
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,7 +37,7 @@ from LRPSegmentationLib.lrp.convolution import fast_convolutions
 from LRPSegmentationLib.lrp.errors import ExplainInputError, UnsupportedModelError
 from LRPSegmentationLib.lrp.outputs import full_resolution
 from LRPSegmentationLib.lrp.presets import Composite, get_composite
-from LRPSegmentationLib.lrp.rules import LINEAR_TYPES, Gradient, Rule, ZBox
+from LRPSegmentationLib.lrp.rules import LINEAR_TYPES, Gradient, Rule, ZBox, keeping_states, states_kept
 from LRPSegmentationLib.lrp.sums import relevance_op
 from LRPSegmentationLib.lrp.taps import (
     INPUT_TAP,
@@ -88,7 +88,9 @@ class _RuleFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, relevance: torch.Tensor):
-        state, ctx.state = ctx.state, None  # free the rule's tensors as the sweep goes, like saved tensors
+        state = ctx.state
+        if not states_kept():
+            ctx.state = None  # free the rule's tensors as the sweep goes, like saved tensors
         return ctx.rule.backward(ctx.module, state, relevance), None, None, None
 
 
@@ -182,11 +184,12 @@ class _Guard(TorchFunctionMode):
 
 class _Session:
     def __init__(self, module: nn.Module, composite: Composite, bounds: tuple[torch.Tensor, torch.Tensor],
-                 tap_filter: TapFilter | None, filtered: set[str], recorded: set[str], signed: set[str]) -> None:
+                 tap_filter: TapFilter | None, filtered: set[str], recorded: set[str], signed: set[str],
+                 record: bool = True) -> None:
         self.module, self.composite, self.bounds = module, composite, bounds
         self.names = {m: n for n, m in module.named_modules()}
         self.records: dict[str, TapRecord] = {}
-        self.taps = {n: Tap(n, tap_filter if n in filtered else None, self.records, n in signed)
+        self.taps = {n: Tap(n, tap_filter if n in filtered else None, self.records, n in signed, record)
                      for n in recorded}
         self.stack: list[nn.Module] = []
         self.calls: dict[nn.Module, int] = {}
@@ -367,6 +370,84 @@ def explain(
     rule that has no bounds of its own; default: the per-channel min and max of ``x``. The model is explained in
     eval mode with BatchNorm folded, on a cached copy.
     """
+    return _forward(model, x, start_relevance, preset, tap_filter, taps, input_bounds, record_taps).backward()
+
+
+def explain_filters(
+    model: nn.Module,
+    x: torch.Tensor,
+    start_relevance: StartRelevance,
+    tap_filters: Sequence[TapFilter],
+    preset: str | Composite = DEFAULT_PRESET,
+    *,
+    taps: Iterable[str] | None = None,
+    input_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+    record_sums: bool = True,
+) -> list[Explanation]:
+    """:func:`explain` once per tap filter (e.g. the in-chain bands of a slider), sharing one forward pass: the
+    relevance of every filter comes from its own backward sweep over the same graph, so K filters cost one forward
+    and K backward passes instead of K of each. Results equal K separate :func:`explain` calls (``record_sums``
+    False: without the sums at the taps, ``taps`` and ``start_sum`` then hold zeros)."""
+    filters = list(tap_filters)
+    if not filters:
+        return []
+    switch = _SwitchFilter(filters[0])
+    forward = _forward(model, x, start_relevance, preset, switch, taps, input_bounds, False, record_sums)
+    results = []
+    with keeping_states():
+        for k, tap_filter in enumerate(filters):
+            switch.current = tap_filter
+            results.append(forward.backward(retain=k < len(filters) - 1))
+    return results
+
+
+class _SwitchFilter:
+    """The tap filter of the backward sweep running now (:func:`explain_filters`)."""
+
+    def __init__(self, current: TapFilter) -> None:
+        self.current = current
+
+    def __call__(self, relevance: torch.Tensor) -> torch.Tensor:
+        return self.current(relevance)
+
+
+@dataclass
+class _Forward:
+    """The explained forward of one input: the graph that backward sweeps turn into relevance."""
+
+    session: _Session
+    x: torch.Tensor
+    x_req: torch.Tensor
+    output: torch.Tensor
+    start: torch.Tensor
+    composite: Composite
+    folded: tuple[str, ...]
+    filtered: set[str]
+
+    def backward(self, retain: bool = False) -> Explanation:
+        session, output, start = self.session, self.output, self.start
+        session.records.clear()
+        Tap("output", None, session.records, record=all(t.record for t in session.taps.values())).apply(start)
+        relevance = None
+        if output.requires_grad:
+            with fast_convolutions():
+                (relevance,) = torch.autograd.grad(output, self.x_req, start, allow_unused=True, retain_graph=retain)
+        if relevance is None:
+            relevance = torch.zeros_like(self.x)
+        input_tap = session.taps.get(INPUT_TAP)
+        if input_tap is not None:
+            relevance = input_tap.apply(relevance)
+        for name in session.taps:
+            session.records.setdefault(name, TapRecord(name, 0.0, 0.0, 0.0, 0.0, name in self.filtered))
+        total = float(start.sum())
+        conservation = float(relevance.sum()) / total if total != 0 else float("nan")
+        return Explanation(relevance=relevance.detach(), output=output.detach(), rule_preset=self.composite.name,
+                           taps=dict(session.records), conservation=conservation, rules=dict(session.rules),
+                           folded=self.folded)
+
+
+def _forward(model, x, start_relevance, preset, tap_filter, taps, input_bounds, record_taps,
+             record_sums: bool = True) -> _Forward:
     if not isinstance(model, nn.Module):
         raise ExplainInputError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
@@ -390,7 +471,8 @@ def explain(
     if extra - available:
         raise ExplainInputError(f"Unknown taps to record {sorted(extra - available)}.")
     recorded = filtered | {INPUT_TAP} | extra
-    session = _Session(canonical.module, composite, bounds, tap_filter, filtered, recorded, {INPUT_TAP} | extra)
+    session = _Session(canonical.module, composite, bounds, tap_filter, filtered, recorded, {INPUT_TAP} | extra,
+                       record_sums)
     x_req = x.detach().requires_grad_(True)
     session.install()
     try:
@@ -409,28 +491,4 @@ def explain(
             f"{tuple(start.shape) if isinstance(start, torch.Tensor) else type(start).__name__}."
         )
     start = start.detach().to(dtype=output.dtype, device=output.device)
-    Tap("output", None, session.records).apply(start)
-    if output.requires_grad:
-        with fast_convolutions():
-            (relevance,) = torch.autograd.grad(output, x_req, start, allow_unused=True)
-    else:
-        relevance = None
-    if relevance is None:
-        relevance = torch.zeros_like(x)
-    input_tap = session.taps.get(INPUT_TAP)
-    if input_tap is not None:
-        relevance = input_tap.apply(relevance)
-    for name in session.taps:
-        session.records.setdefault(name, TapRecord(name, 0.0, 0.0, 0.0, 0.0, name in filtered))
-
-    total = float(start.sum())
-    conservation = float(relevance.sum()) / total if total != 0 else float("nan")
-    return Explanation(
-        relevance=relevance.detach(),
-        output=output.detach(),
-        rule_preset=composite.name,
-        taps=session.records,
-        conservation=conservation,
-        rules=session.rules,
-        folded=canonical.folded,
-    )
+    return _Forward(session, x, x_req, output, start, composite, canonical.folded, filtered)

@@ -18,6 +18,8 @@ output, ``G(W, s)`` the gradient of the layer with weights ``W`` w.r.t. its inpu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,6 +30,27 @@ from torch.nn import functional as F
 from LRPSegmentationLib.lrp.convolution import conv3d_input_grad
 
 DEFAULT_EPSILON = 1e-9
+
+_KEEPING = [0]
+_DENOMINATORS: dict[tuple[int, float], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+@contextmanager
+def keeping_states() -> Iterator[None]:
+    """Backward passes inside keep the rules' forward states, for several backward sweeps over one forward; the
+    stabilised denominators of :func:`_share` are computed once for all sweeps. (A plain counter, not a context
+    variable: autograd may run a backward on another thread.)"""
+    _KEEPING[0] += 1
+    try:
+        yield
+    finally:
+        _KEEPING[0] -= 1
+        if not _KEEPING[0]:
+            _DENOMINATORS.clear()
+
+
+def states_kept() -> bool:
+    return _KEEPING[0] > 0
 """The paper's stabiliser (Table annex 2)."""
 
 LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd, nn.Linear)
@@ -46,9 +69,16 @@ def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
 
 
 def _share(relevance: torch.Tensor, z: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """``relevance / stabilize(z)`` with one temporary (the stabilised denominator is divided in place)."""
-    den = stabilize(z, epsilon)
-    return torch.div(relevance, den, out=den)
+    """``relevance / stabilize(z)``, a fresh tensor: one temporary (the denominator, divided in place), or while
+    :func:`keeping_states` the denominator kept for the next sweeps."""
+    if not _KEEPING[0]:
+        den = stabilize(z, epsilon)
+        return torch.div(relevance, den, out=den)
+    key = (id(z), epsilon)
+    kept = _DENOMINATORS.get(key)
+    if kept is None or kept[0] is not z:
+        kept = _DENOMINATORS[key] = (z, stabilize(z, epsilon))
+    return relevance / kept[1]
 
 
 # --------------------------------------------------------------------------------------------

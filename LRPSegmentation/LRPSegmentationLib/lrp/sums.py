@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from LRPSegmentationLib.lrp.errors import UnsupportedModelError
-from LRPSegmentationLib.lrp.rules import DEFAULT_EPSILON, _share
+from LRPSegmentationLib.lrp.rules import DEFAULT_EPSILON, _share, states_kept
 
 SUM_OPS = frozenset({"add", "__add__", "__radd__", "__iadd__", "add_", "sub", "subtract", "__sub__", "__rsub__",
                      "__isub__", "sub_"})
@@ -62,7 +62,9 @@ class _SumFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, relevance: torch.Tensor):
-        (a, tb, z, _, epsilon), ctx.state = ctx.state, None
+        a, tb, z, _, epsilon = ctx.state
+        if not states_kept():
+            ctx.state = None
         s = _share(relevance, z, epsilon)
         ra = _reduce_to(a * s, a.shape) if ctx.needs_input_grad[0] else None
         rb = _reduce_to(tb * s, tb.shape) if ctx.needs_input_grad[1] else None

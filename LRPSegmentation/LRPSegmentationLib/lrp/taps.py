@@ -101,10 +101,13 @@ class Tap:
     (``signed``), since every reduction is one more pass over the tensor."""
 
     def __init__(self, name: str, filter_fn: TapFilter | None, records: dict[str, TapRecord],
-                 signed: bool = True) -> None:
+                 signed: bool = True, record: bool = True) -> None:
         self.name, self.filter_fn, self.records, self.signed = name, filter_fn, records, signed
+        self.record = record  # False: filter only (no sums: a band grid needs none)
 
     def apply(self, relevance: torch.Tensor) -> torch.Tensor:
+        if not self.record:
+            return relevance if self.filter_fn is None else self.filter_fn(relevance).to(relevance.dtype)
         before = float(relevance.sum()) if self.signed else math.nan
         abs_before = float(torch.linalg.vector_norm(relevance, 1))
         out = relevance

@@ -184,17 +184,17 @@ class BandsRequest(ChildRequest):
 
     bands: str | None = None
     step: float = 0.05
-    batch_size: int = 1
+    chunk: int = 8
     RUN_PREFIX: ClassVar[str] = "bands-"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 < self.step <= 1.0 or self.batch_size < 1:
-            raise JobError(f"step {self.step} / batch_size {self.batch_size}: need 0 < step <= 1, batch_size >= 1.")
+        if not 0.0 < self.step <= 1.0 or self.chunk < 1:
+            raise JobError(f"step {self.step} / chunk {self.chunk}: need 0 < step <= 1, chunk >= 1.")
 
     def arguments(self) -> list[str]:
         """The ``bands`` sub-command and its options (progress as JSON lines, absolute paths)."""
-        args = [*self._arguments("bands"), "--step", repr(float(self.step)), "--batch-size", str(int(self.batch_size))]
+        args = [*self._arguments("bands"), "--step", repr(float(self.step)), "--chunk", str(int(self.chunk))]
         return args + (["--bands", self.bands] if self.bands is not None else [])
 
 

@@ -1,8 +1,7 @@
 """The live view of one explanation in a scene: re-filter the cached map, rewrite the heatmaps and the scores table.
 
-:class:`LiveExplanation` is the one owner of the live-view cache: the raw native-grid relevance (6, D, H, W), its
-presorted :class:`~LRPSegmentationLib.analysis.filters.NormalisedMap` (one channel per modality of the model: six
-for our U-Net, e.g. DWI/ADC/FLAIR for an ISLES 2022 nnU-Net), the
+:class:`LiveExplanation` is the one owner of the live-view cache: the raw native-grid relevance (C, D, H, W; one
+channel per modality of the model), its presorted :class:`~LRPSegmentationLib.analysis.filters.NormalisedMap`, the
 :class:`~LRPSegmentationLib.analysis.metrics.ReferenceMasks` of the case, the module's heatmap, segmentation and table
 nodes, and the in-chain ("layers") results per filter band, which are computed elsewhere (the Slicer module runs
 them in a child process) and handed in with :meth:`LiveExplanation.add_layer_result`.
@@ -36,6 +35,7 @@ from LRPSegmentationLib.analysis.filters import (
     FilteredMap,
     NormalisedMap,
     RelevanceNormalization,
+    compact_sums,
     normalise_map,
 )
 from LRPSegmentationLib.analysis.scores import ExplanationScores, ReferenceMasks, reference_masks
@@ -44,8 +44,7 @@ from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.mrml import case as case_nodes
 from LRPSegmentationLib.mrml import display, nodes, tables
-from LRPSegmentationLib.mrml.nodes import MODALITIES_ATTRIBUTE, RAW_ROLE, other_modality_roles, saved_modalities
-from LRPSegmentationLib.pipeline.outputs import MASK_FILE, read_note, read_relevance
+from LRPSegmentationLib.pipeline.outputs import MASK_FILE, read_note, read_provenance, read_relevance
 
 INPUT_REFERENCE = "LRPSegmentationInput"
 TRUTH_REFERENCE = "LRPSegmentationTruth"
@@ -108,12 +107,10 @@ def _now() -> tuple[float, float]:
 class LiveExplanation:
     """One explanation shown in ``scene``: heatmap per modality, prediction/truth outlines, scores table.
 
-    ``relevance`` is the raw final map (C, D, H, W) of the C ``modalities`` (default: our U-Net's six) on the grid of
-    ``images`` (the case's grid: that of its first modality) with
-    ``geometry``; ``ground_truth`` and ``prediction`` are optional 0/1 masks on that grid. ``backgrounds`` are the
-    modality volume nodes shown under the heatmaps (the user's nodes: only referenced, never modified);
-    ``output_relevance_sum`` (the start relevance's sum, ``start_relevance_sum`` in provenance.json) makes the
-    table show conservation;
+    ``relevance``: the raw final map (C, D, H, W) of the C ``modalities`` (default our U-Net's six) on the grid of
+    ``images`` (its first modality's), ``geometry``; ``ground_truth`` and ``prediction``: optional 0/1 masks on it.
+    ``backgrounds``: the modality volume nodes shown under the heatmaps (the user's: only referenced, never modified);
+    ``output_relevance_sum`` (``start_relevance_sum`` in provenance.json) makes the table show conservation;
     ``reference`` places the outputs next to it in the subject hierarchy (default: the first modality's background).
     Re-creating it in the same scene reuses the module's output nodes (found by role), never duplicates them.
     """
@@ -125,12 +122,10 @@ class LiveExplanation:
                  max_layer_results: int = 8, output_relevance_sum: float | None = None,
                  note: str | None = None, modalities: Sequence[str] = MODALITIES) -> None:
         relevance = np.asarray(relevance, dtype=np.float32)
-        self.modalities = tuple(modalities)
-        expected = (len(self.modalities), *geometry.shape)
+        self.modalities, expected = tuple(modalities), (len(modalities), *geometry.shape)
         for name, array in (("relevance", relevance), ("images", np.asarray(images))):
             if array.shape != expected:
-                raise LiveError(f"{name} has shape {array.shape}; expected {expected} (the modalities "
-                                f"{', '.join(self.modalities)} on the grid).")
+                raise LiveError(f"{name} has shape {array.shape}; expected {expected} ({', '.join(modalities)}).")
         self.scene = scene
         self.note = note  # one line for the panel, e.g. "no lesion predicted: showing lesion evidence"
         self.relevance = relevance
@@ -144,13 +139,12 @@ class LiveExplanation:
         self.reference = reference if reference is not None else self.backgrounds.get(self.modalities[0])
         self.dice = None if ground_truth is None or prediction is None else metrics.dice(prediction, ground_truth)
         blank = np.zeros(geometry.shape, np.float32)
-        nodes.remove_outputs(scene, other_modality_roles(scene, self.modalities))  # an earlier model's modalities
         self.heatmaps = {m: display.heatmap_node(scene, blank, geometry, m, half_width=1.0, reference=self.reference)
                          for m in self.modalities}
         self.overlays = {m: display.overlay_node(scene, self.heatmaps[m], geometry, m) for m in self.modalities}
         self.raw_nodes = self._keep_raw(relevance)
         nodes.remove_outputs(scene, [role for role, mask in (("prediction", prediction), ("ground_truth", ground_truth))
-                                   if mask is None])  # a stale outline of an earlier run would mislead
+                                   if mask is None] + nodes.other_modality_roles(scene, self.modalities))  # stale
         self.segmentation = None if prediction is None else nodes.segmentation_node(
             scene, prediction, geometry, reference=self.reference)
         self.ground_truth_segmentation = None if ground_truth is None else nodes.segmentation_node(
@@ -164,7 +158,9 @@ class LiveExplanation:
         self._layers: OrderedDict[AmplitudeFilter, BandIndex] = OrderedDict()
         self._pinned: set[AmplitudeFilter] = set()
         self._exact: dict[AmplitudeFilter, ExplanationScores] = {}  # float32 scores of float16-stored bands
-        self._sources: dict[AmplitudeFilter, tuple[Callable[[], np.ndarray], ExplanationScores | None]] = {}
+        self._sources: dict[AmplitudeFilter, tuple[Callable[[], tuple[np.ndarray, np.ndarray]],
+                                                   ExplanationScores | None]] = {}
+        self._compact: dict[AmplitudeFilter, tuple] = {}  # offered bands read so far: values, peak, sums
         self._ras_to_ijk = np.linalg.inv(nodes.ijk_to_ras(geometry))
         self._filtered: FilteredMap | None = None  # reuse buffers of the final map's full filtered copies
         self._map: FilteredMap | None = None  # the full filtered map of what is shown, once made
@@ -183,9 +179,8 @@ class LiveExplanation:
         case = explanation.case
         return cls(scene, explanation.relevance, case.images, case.geometry, ground_truth=case.ground_truth,
                    prediction=explanation.prediction.mask, backgrounds=backgrounds, reference=reference,
-                   normalization=explanation.settings.normalization,
-                   output_relevance_sum=explanation.start_relevance_sum, note=explanation.note,
-                   modalities=case.modalities)
+                   normalization=explanation.settings.normalization, modalities=case.modalities,
+                   output_relevance_sum=explanation.start_relevance_sum, note=explanation.note)
 
     @classmethod
     def import_run(cls, scene, request, backgrounds: Mapping[str, Any], current: LiveExplanation | None = None,
@@ -195,8 +190,7 @@ class LiveExplanation:
 
         A run with an in-chain band (``where="layers"`` and a filter) adds that band's map to ``current``, which
         must show the same ``backgrounds``, and returns it; any other run becomes a new live explanation, which
-        remembers in the scene its inputs (``backgrounds``, ``ground_truth_node``) and ``settings``. The modalities
-        are those of ``backgrounds``, in their order (the run's inputs).
+        remembers in the scene its inputs (``backgrounds``, ``ground_truth_node``; their modalities) and ``settings``.
         """
         if request.where == "layers" and request.filter != "none":
             if current is None or current.backgrounds != dict(backgrounds):
@@ -204,8 +198,7 @@ class LiveExplanation:
             current.add_layer_result(slider_filter(request.filter, request.alpha, request.alpha_low),
                                      read_relevance(request.out_dir, current.modalities))
             return current
-        live = cls.from_run_folder(scene, request.out_dir, request.case_dir, backgrounds, reference,
-                                   modalities=tuple(backgrounds))
+        live = cls.from_run_folder(scene, request.out_dir, request.case_dir, backgrounds, reference, tuple(backgrounds))
         live.remember(ground_truth_node, settings)
         return live
 
@@ -213,11 +206,8 @@ class LiveExplanation:
     def from_run_folder(cls, scene, out_dir: Path | str, case_dir: Path | str,
                         backgrounds: Mapping[str, Any] | None = None, reference=None,
                         modalities: Sequence[str] | None = None) -> LiveExplanation:
-        """From the folders of a finished ``lrpseg explain`` run: its inputs ``case_dir`` and outputs ``out_dir``;
-        ``modalities`` default to those of the run's model (its provenance), else our U-Net's six."""
-        provenance = Path(out_dir) / "provenance.json"
-        recorded = json.loads(provenance.read_text()) if provenance.is_file() else {}
-        modalities = tuple(modalities or recorded.get("model", {}).get("modalities") or MODALITIES)
+        """From a finished ``lrpseg explain`` run's ``case_dir`` and ``out_dir`` (``modalities``: its model's)."""
+        modalities = tuple(modalities or read_provenance(out_dir).get("model", {}).get("modalities") or MODALITIES)
         case = load_case(case_dir, modalities=modalities)
         relevance = read_relevance(out_dir, modalities)
         mask_file = Path(out_dir) / MASK_FILE
@@ -225,9 +215,8 @@ class LiveExplanation:
         if relevance.shape[1:] != case.geometry.shape:
             raise LiveError(f"The relevance maps in {out_dir} do not match the grid of {case_dir}; run again.")
         return cls(scene, relevance, case.images, case.geometry, ground_truth=case.ground_truth,
-                   prediction=prediction, backgrounds=backgrounds, reference=reference,
-                   output_relevance_sum=recorded.get("start_relevance_sum"), note=read_note(out_dir),
-                   modalities=modalities)
+                   prediction=prediction, backgrounds=backgrounds, reference=reference, modalities=modalities,
+                   output_relevance_sum=read_provenance(out_dir).get("start_relevance_sum"), note=read_note(out_dir))
 
     @classmethod
     def from_scene(cls, scene) -> LiveExplanation | None:
@@ -236,8 +225,8 @@ class LiveExplanation:
         The raw relevance was kept as volume nodes, which reference the inputs they explain; the images and the
         ground truth are read back from those inputs exactly as the run read them.
         """
-        modalities = saved_modalities(scene)
-        raw = {m: nodes.output_node(scene, f"{RAW_ROLE}{m}", "vtkMRMLScalarVolumeNode") for m in modalities}
+        modalities = nodes.saved_modalities(scene)
+        raw = {m: nodes.output_node(scene, f"{nodes.RAW_ROLE}{m}", "vtkMRMLScalarVolumeNode") for m in modalities}
         if any(node is None for node in raw.values()):
             return None
         anchor = raw[modalities[0]]
@@ -260,7 +249,7 @@ class LiveExplanation:
         """The raw map as volume nodes (saved with the scene: the slider works again after a reload)."""
         kept = {}
         for channel, modality in enumerate(self.modalities):
-            node = nodes.owned_output(self.scene, "vtkMRMLScalarVolumeNode", f"{RAW_ROLE}{modality}",
+            node = nodes.owned_output(self.scene, "vtkMRMLScalarVolumeNode", f"{nodes.RAW_ROLE}{modality}",
                                       f"Raw relevance {modality}")
             kept[modality] = nodes.volume_node(self.scene, relevance[channel], self.geometry, node.GetName(),
                                                node=node)
@@ -269,7 +258,7 @@ class LiveExplanation:
         for modality, background in self.backgrounds.items():
             if background is not None:
                 kept[self.modalities[0]].SetNodeReferenceID(f"{INPUT_REFERENCE}{modality}", background.GetID())
-        kept[self.modalities[0]].SetAttribute(MODALITIES_ATTRIBUTE, json.dumps(list(self.modalities)))
+        kept[self.modalities[0]].SetAttribute(nodes.MODALITIES_ATTRIBUTE, json.dumps(list(self.modalities)))
         return kept
 
     def remember(self, ground_truth_node=None, settings: Mapping[str, Any] | None = None) -> None:
@@ -307,9 +296,12 @@ class LiveExplanation:
         relevance = np.asarray(relevance, dtype=np.float32)
         if relevance.shape != self.relevance.shape:
             raise LiveError(f"In-chain relevance of shape {relevance.shape} does not match {self.relevance.shape}.")
-        key = band_key(filt)
-        self._layers[key] = BandIndex.build(normalise_map(relevance, self.normalization), self.references,
-                                            self.modalities)
+        self._keep_layer(band_key(filt), BandIndex.build(normalise_map(relevance, self.normalization),
+                                                         self.references, self.modalities), pinned, scores)
+
+    def _keep_layer(self, key: AmplitudeFilter, index: BandIndex, pinned: bool,
+                    scores: ExplanationScores | None) -> None:
+        self._layers[key] = index
         self._layers.move_to_end(key)
         if pinned:
             self._pinned.add(key)
@@ -321,12 +313,25 @@ class LiveExplanation:
             del self._layers[band]
             self._exact.pop(band, None)
 
-    def add_layer_source(self, filt: AmplitudeFilter | str | None, load: Callable[[], np.ndarray],
+    def add_layer_source(self, filt: AmplitudeFilter | str | None,
+                         load: Callable[[], tuple[np.ndarray, np.ndarray]],
                          scores: ExplanationScores | None = None) -> None:
-        """Offer the in-chain band ``filt`` without reading it: ``load()`` returns its raw map when the slider first
-        shows it (a precomputed grid on disk: memory only for the bands shown, at most ``max_layer_results`` of
-        them indexed at once besides the pinned ones; a dropped band is loaded again when shown again)."""
+        """Offer the in-chain band ``filt`` without reading it (a precomputed grid on disk): ``load()`` returns its
+        map in compact form (float16 / per-channel peak, peak: ``analysis.filters.compact_map``). It is read by
+        :meth:`prefetch_layers` (a few per poll) or when the slider first shows it; with its float32 ``scores``
+        it is shown without a sort (at most ``max_layer_results`` indexed at once besides the pinned ones)."""
         self._sources[band_key(filt)] = (load, scores)
+
+    def prefetch_layers(self, seconds: float = 0.05) -> int:
+        """Read offered bands into memory (compact, float16) for up to about ``seconds``; returns how many are
+        left to read."""
+        started = time.perf_counter()
+        left = [key for key in self._sources if key not in self._compact]
+        while left and time.perf_counter() - started < seconds:
+            key = left.pop(0)
+            values, peak = self._sources[key][0]()
+            self._compact[key] = (values, peak, compact_sums(values))
+        return len(left)
 
     def has_layer_result(self, filt: AmplitudeFilter | str | None) -> bool:
         """Whether the in-chain result of band ``filt`` is cached or offered (the unfiltered map always is)."""
@@ -348,10 +353,10 @@ class LiveExplanation:
         self._pinned.clear()
         self._exact.clear()
         self._sources.clear()
+        self._compact.clear()
 
     def nearest_layer_band(self, filt: AmplitudeFilter | str | None) -> AmplitudeFilter | None:
-        """The in-chain band (cached or offered) of the same kind closest to ``filt`` (ends compared), None when
-        there is none."""
+        """The in-chain band (cached or offered) of ``filt``'s kind closest to it (ends compared), or None."""
         key = band_key(filt)
         if key == NO_FILTER or key in self._layers or key in self._sources:
             return key
@@ -368,7 +373,14 @@ class LiveExplanation:
             return None
         if key not in self._layers and key in self._sources:
             load, scores = self._sources[key]
-            self.add_layer_result(key, load(), scores=scores)
+            values, peak, *sums = self._compact.get(key) or load()
+            source = NormalisedMap.from_compact(values, peak, self.normalization, *sums)
+            if source.normalised.shape != self.relevance.shape:
+                raise LiveError(f"In-chain band {key.label} has shape {source.normalised.shape}, not "
+                                f"{self.relevance.shape}: compute the bands again.")
+            index = (BandIndex.build if scores is None else BandIndex.display_only)(source, self.references,
+                                                                                     self.modalities)
+            self._keep_layer(key, index, False, scores)
         index = self.index if key == NO_FILTER else self._layers.get(key)
         if index is None:
             return None
@@ -387,13 +399,11 @@ class LiveExplanation:
 
     @property
     def stale(self) -> bool:
-        """Whether the heatmap values, or overlay voxels off screen, still show an earlier band (until
-        :meth:`flush`)."""
+        """Whether the heatmap values, or overlay voxels off screen, show an earlier band (until :meth:`flush`)."""
         return self._stale
 
     def flush(self) -> None:
-        """Write the whole filtered map into the heatmaps (values and window) and the overlays (the voxels
-        :meth:`apply` left for later)."""
+        """Write the whole filtered map into the heatmaps (values, window) and overlays (what :meth:`apply` left)."""
         if not self._stale:
             return
         filtered = self._full_map()
@@ -459,8 +469,7 @@ class LiveExplanation:
 
     def show(self, single_view: bool = False, modality: str = "ADC", opacity: float = 0.6,
              outlines: bool = True) -> None:
-        """The linked grid of one view per modality (2x3 for six) or one view of ``modality``, with each heatmap over
-        its background volume."""
+        """The linked grid of a view per modality (2x3 for six), or one view of ``modality``: heatmaps over inputs."""
         if single_view:
             if modality not in self.heatmaps:
                 raise LiveError(f"Unknown modality {modality!r}: use one of {', '.join(self.modalities)}.")

@@ -210,7 +210,7 @@ class RunController:
     """
 
     def __init__(self, scene, work_folder: Path | str, jobs: JobFactory, keep_runs: int = 0,
-                 precompute_bands: bool = False, band_step: float = 0.05, band_batch_size: int = 1) -> None:
+                 precompute_bands: bool = False, band_step: float = 0.05, band_chunk: int = 8) -> None:
         self.scene = scene
         self.work_folder = Path(work_folder)
         self.jobs = jobs
@@ -222,7 +222,7 @@ class RunController:
         self.status = RunStatus()
         self._run: _Run | None = None
         self._kept: list[Path] = []
-        self.precompute_bands, self.band_step, self.band_batch_size = precompute_bands, band_step, band_batch_size
+        self.precompute_bands, self.band_step, self.band_chunk = precompute_bands, band_step, band_chunk
         self.grid_status = RunStatus()
         self.grid_bands: tuple[AmplitudeFilter, ...] = ()  # the bands of the grid imported into ``live``
         self._grid: _GridRun | None = None
@@ -268,6 +268,8 @@ class RunController:
         """Drain the jobs' progress (never blocks); import what ended. Returns the main job's status (the band
         grid's is :attr:`grid_status`)."""
         self._poll_grid()
+        if self.live is not None and self.grid_bands:
+            self.live.prefetch_layers()  # a few grid bands into memory per poll: the in-chain slider reads them
         if self.job is None or not self.status.running:
             return self.status
         self.status = followed(self.status, self.job)
@@ -377,7 +379,7 @@ class RunController:
         settings = self.result_settings or RunSettings()
         request = BandsRequest.in_new_run_folder(
             self.work_folder, model=settings.model, device=settings.device, rule=settings.rule,
-            target=settings.target, step=self.band_step, batch_size=self.band_batch_size)
+            target=settings.target, step=self.band_step, chunk=self.band_chunk)
         try:
             write_case_folder(self.result_inputs.volumes, request.case_dir, self.result_inputs.ground_truth,
                               self.result_inputs.modalities)
@@ -433,7 +435,7 @@ class RunController:
         self._grid_file = kept
         scores = read_band_scores(grid.request.out_dir / BANDS_JSON)
         for band in bands.bands:  # read band by band when the slider shows it
-            self.live.add_layer_source(band, partial(bands.relevance, band), scores.get(band))
+            self.live.add_layer_source(band, partial(bands.compact, band), scores.get(band))
         self.grid_bands = tuple(band_key(band) for band in bands.bands)
         if self._wanted is not None:  # the slider waited in the chain: show its nearest band now
             self.live.apply_layers(self._wanted, nearest=True)

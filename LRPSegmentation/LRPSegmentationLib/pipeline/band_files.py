@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from LRPSegmentationLib.analysis.filters import AmplitudeFilter
+from LRPSegmentationLib.analysis.filters import AmplitudeFilter, compact_map
 from LRPSegmentationLib.analysis.scores import ExplanationScores, score_explanation
 from LRPSegmentationLib.data.caseio import Case
 
@@ -35,7 +35,7 @@ class BandFileError(ValueError):
 
 
 def explain_case_bands(case: Case, loaded: LoadedModel, settings: ExplainSettings,
-                       bands: Sequence[AmplitudeFilter], device: str | torch.device = "auto", batch_size: int = 4,
+                       bands: Sequence[AmplitudeFilter], device: str | torch.device = "auto", chunk: int = 8,
                        notify: Callable[[str], None] | None = None,
                        progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, float]:
     """(relevance (K, C, D, H, W) float32 on the native grid, seconds) of ``case`` (C: the model's modalities) for
@@ -54,7 +54,7 @@ def explain_case_bands(case: Case, loaded: LoadedModel, settings: ExplainSetting
 
     def run(target_device: torch.device) -> torch.Tensor:
         return explain_bands(loaded.model.to(target_device), x.to(target_device), target.start_relevance, bands,
-                             settings.preset, taps=settings.taps, batch_size=batch_size, progress=progress)
+                             settings.preset, taps=settings.taps, chunk=chunk, progress=progress)
 
     relevance, _ = run_with_cpu_fallback(run, resolve_device(device), notify)
     seconds = time.perf_counter() - started
@@ -74,12 +74,10 @@ def write_bands(path: Path | str, bands: Sequence[AmplitudeFilter], relevance: n
     relevance = np.asarray(relevance, dtype=np.float32)
     if relevance.ndim != 5 or relevance.shape[0] != len(bands):
         raise BandFileError(f"{len(bands)} bands need relevance shaped (K, C, D, H, W), got {relevance.shape}.")
-    peak = np.abs(relevance).reshape(*relevance.shape[:2], -1).max(axis=2).astype(np.float32)
-    safe = np.where(peak > 0, peak, 1.0).astype(np.float32)
-    members = {f"normalised_{k}": (relevance[k] / safe[k][:, None, None, None]).astype(np.float16)
-               for k in range(len(bands))}
+    compact = [compact_map(r) for r in relevance]
+    members = {f"normalised_{k}": values for k, (values, _) in enumerate(compact)}
     path = Path(path)
-    np.savez_compressed(path, peak=peak, labels=np.array([b.label for b in bands]),
+    np.savez_compressed(path, peak=np.stack([peak for _, peak in compact]), labels=np.array([b.label for b in bands]),
                         shape=np.array(relevance.shape[2:]), **members)
     return path
 
@@ -111,15 +109,20 @@ class BandFile:
         if shape is not None and grid != tuple(shape):
             raise BandFileError(f"{self.path}: bands on grid {grid}, the case is {tuple(shape)}; run again.")
 
-    def relevance(self, band: AmplitudeFilter | str) -> np.ndarray:
-        """The (C, D, H, W) float32 map of ``band`` (decompressed from the file now)."""
+    def compact(self, band: AmplitudeFilter | str) -> tuple[np.ndarray, np.ndarray]:
+        """(float16 map / per-channel peak, peak) of ``band``, decompressed from the file now (see
+        :func:`~LRPSegmentationLib.analysis.filters.compact_map`)."""
         k = self.bands.index(AmplitudeFilter.parse(band))
         try:
             with np.load(self.path, allow_pickle=False) as data:
-                normalised = data[f"normalised_{k}"]
+                return data[f"normalised_{k}"], self.peak[k]
         except (OSError, KeyError, ValueError) as error:
             raise BandFileError(f"{self.path}: band {self.bands[k].label} unreadable ({error}).") from None
-        return normalised.astype(np.float32) * self.peak[k][:, None, None, None]
+
+    def relevance(self, band: AmplitudeFilter | str) -> np.ndarray:
+        """The (C, D, H, W) float32 map of ``band`` (decompressed from the file now)."""
+        values, peak = self.compact(band)
+        return values.astype(np.float32) * peak[:, None, None, None]
 
 
 def read_bands(path: Path | str, shape: Sequence[int] | None = None) -> dict[AmplitudeFilter, np.ndarray]:

@@ -85,13 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "provenance.json, preview.png")
     add_explain_options(explain)
 
-    bands = add("bands", cmd_bands, "compute a grid of in-chain filter bands of one case in batched explanations")
+    bands = add("bands", cmd_bands, "compute a grid of in-chain filter bands of one case (one forward per chunk)")
     bands.add_argument("case", help="ISLES case folder, or a folder of ADC/MTT/rCBF/rCBV/Tmax/TTP files")
     common(bands, "folder for bands.npz (float16 maps, float32 maxima) and bands.json (settings, scores)")
     bands.add_argument("--bands", help="e.g. 'pass:0.2;clamp:0.1' (default: the paper's grids plus --step steps)")
     bands.add_argument("--step", type=float, default=0.05, help="alpha step of the default grid")
-    bands.add_argument("--batch-size", type=int, default=1,
-                       help="bands per batched explanation (1 is fastest on the CPU: bench_bands.py)")
+    bands.add_argument("--chunk", type=int, default=8,
+                       help="bands sharing one forward pass (its graph is kept for their backward sweeps)")
     add_explain_options(bands, with_filter=False)
 
     sweep = add("sweep", cmd_sweep, "run a grid of filters over cases and models: sweep.csv, plots, sweet spot")

@@ -231,11 +231,11 @@ def cmd_bands(args: argparse.Namespace) -> int:
     settings = explain_settings(args, case)
     bands = (band_grid(args.step) if args.bands is None else
              tuple(dict.fromkeys(AmplitudeFilter.parse(s) for s in args.bands.split(";") if s.strip())))
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    progress("explain", 0.05, f"{len(bands)} in-chain bands, {settings.preset} rules, batches of {args.batch_size}")
+    if args.chunk < 1:
+        raise ValueError(f"--chunk must be at least 1, got {args.chunk}.")
+    progress("explain", 0.05, f"{len(bands)} in-chain bands, {settings.preset} rules, {args.chunk} per forward pass")
     relevance, seconds = explain_case_bands(
-        case, loaded, settings, bands, args.device, args.batch_size, notify=progress.note,
+        case, loaded, settings, bands, args.device, args.chunk, notify=progress.note,
         progress=lambda done, total: progress("explain", 0.05 + 0.85 * done / total, f"{done}/{total} bands"))
     with ResultWriter(args.out, overwrite=args.overwrite) as out:
         write_bands(out.path(BANDS_FILE), bands, relevance)

@@ -8,7 +8,7 @@ import torch
 
 from LRPSegmentationLib.analysis.filters import AmplitudeFilter, paper_filters
 from LRPSegmentationLib.lrp import explain
-from LRPSegmentationLib.lrp.bands import band_grid, band_tap_filter, explain_bands
+from LRPSegmentationLib.lrp.bands import band_grid, explain_bands
 from LRPSegmentationLib.lrp.errors import ExplainInputError
 from LRPSegmentationLib.lrp.taps import tap_filter
 from LRPSegmentationLib.lrp.targets import Target
@@ -30,7 +30,7 @@ def model_and_input(synthetic_case, tiny_model_file):
 
 def test_each_band_equals_its_own_explanation(model_and_input):
     model, x, start = model_and_input
-    batched = explain_bands(model, x, start, BANDS, batch_size=2)  # two batches, one of them partial
+    batched = explain_bands(model, x, start, BANDS, chunk=2)  # two forward passes, one of them for one band
     assert batched.shape == (len(BANDS), *x.shape[1:])
     for k, band in enumerate(BANDS):
         single = explain(model, x, start, tap_filter=tap_filter(band) if band.kind.value != "none" else None)
@@ -39,13 +39,7 @@ def test_each_band_equals_its_own_explanation(model_and_input):
     assert not torch.allclose(batched[0], batched[1])  # the bands differ
 
 
-def test_band_filter_and_grid():
-    relevance = torch.linspace(-1.0, 2.0, 24).reshape(2, 3, 4)
-    out = band_tap_filter(["pass:0.5", "clamp:0.25"])(relevance)
-    torch.testing.assert_close(out[0:1], tap_filter("pass:0.5")(relevance[0:1]))
-    torch.testing.assert_close(out[1:2], tap_filter("clamp:0.25")(relevance[1:2]))
-    with pytest.raises(ExplainInputError, match="2 samples for 3 bands"):
-        band_tap_filter(["pass:0.5"] * 3)(relevance)
+def test_band_grid():
     grid = band_grid(0.05)
     assert set(paper_filters()) <= set(grid) and len(grid) == len(set(grid))
     assert AmplitudeFilter.pass_band(0.35) in grid and AmplitudeFilter.clamp_band(1.0) in grid
@@ -63,7 +57,7 @@ def test_cli_writes_bands_compactly_and_they_read_back(synthetic_case_dir, tiny_
     out = tmp_path / "bands"
     common = ["--model", str(tiny_model_file), "--target", "probability", "--device", "cpu", "--progress", "none"]
     assert cli_main(["bands", str(synthetic_case_dir), "--out", str(out), "--bands", "pass:0.1,1;clamp:0.3",
-                     "--batch-size", "2", *common]) == 0
+                     "--chunk", "1", *common]) == 0
     case = load_case(synthetic_case_dir)
     bands = read_bands(out / BANDS_FILE, case.geometry.shape)
     assert list(bands) == [AmplitudeFilter.pass_band(0.1, 1.0), AmplitudeFilter.clamp_band(0.3)]
@@ -73,7 +67,7 @@ def test_cli_writes_bands_compactly_and_they_read_back(synthetic_case_dir, tiny_
         peak = np.abs(alone).reshape(6, -1).max(axis=1)[:, None, None, None]
         np.testing.assert_allclose(relevance / peak, alone / peak, atol=2e-3)  # float16 of the normalised map
     assert (out / "bands.json").is_file()
-    assert cli_main(["bands", str(synthetic_case_dir), "--out", str(out), "--batch-size", "0", "--overwrite",
+    assert cli_main(["bands", str(synthetic_case_dir), "--out", str(out), "--chunk", "0", "--overwrite",
                      *common]) == 2
     assert cli_main(["bands", str(synthetic_case_dir), "--out", str(tmp_path / "b2"), "--bands", "band:7",
                      *common]) == 2

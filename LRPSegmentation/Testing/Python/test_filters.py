@@ -12,6 +12,8 @@ from LRPSegmentationLib.analysis.filters import (
     PAPER_PASS_GRID,
     AmplitudeFilter,
     FilterError,
+    NormalisedMap,
+    compact_map,
     filter_map,
     normalise_map,
     paper_filters,
@@ -202,3 +204,21 @@ def test_tap_filter_restores_amplitude_over_the_whole_tensor():
     assert tap_filter("clamp:0.1").filter == AmplitudeFilter.clamp_band(0.1)
     with pytest.raises(FilterError, match="NaN"):
         tap_filter("pass:0.5")(torch.tensor([1.0, float("nan")]))
+
+
+@pytest.mark.parametrize("normalization", list(RelevanceNormalization))
+def test_a_compact_map_reads_back_as_normalise_map_gives_it(normalization):
+    """compact_map (float16 / per-channel peak) and NormalisedMap.from_compact: the map normalise_map makes of the
+    stored values, without a pass over the raw map; an all-zero channel stays zero."""
+    rng = np.random.default_rng(5)
+    relevance = (rng.normal(size=(3, 4, 5, 6)) * np.array([1.0, 1e-3, 0.0])[:, None, None, None]).astype(np.float32)
+    values, peak = compact_map(relevance)
+    assert values.dtype == np.float16 and peak.tolist() == pytest.approx(np.abs(relevance).max(axis=(1, 2, 3)))
+    got = NormalisedMap.from_compact(values, peak, normalization)
+    expected = normalise_map(values.astype(np.float32) * peak[:, None, None, None], normalization)
+    np.testing.assert_allclose(got.normalised, expected.normalised, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got.magnitude, expected.magnitude, rtol=1e-6, atol=1e-7)
+    for name in ("scale", "channel_max", "input_sum", "input_abs_sum"):
+        np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-5, atol=1e-9)
+    np.testing.assert_array_equal(got.zero_groups, expected.zero_groups)
+    assert not got.normalised.flags.writeable

@@ -45,14 +45,14 @@ def test_bands_request_command_line_parses_as_the_cli_bands_command(tmp_path):
     from LRPSegmentationLib.pipeline.cli import build_parser
 
     request = BandsRequest(tmp_path / "case", tmp_path / "out", model=tmp_path / "m.safetensors", device="cpu",
-                           rule="epsilon-zb", target="probability", step=0.1, batch_size=8, bands="pass:0.2;clamp:0.1")
+                           rule="epsilon-zb", target="probability", step=0.1, chunk=5, bands="pass:0.2;clamp:0.1")
     args = build_parser().parse_args(request.arguments())
     assert (args.command, args.case, args.out, args.model) == ("bands", str(tmp_path / "case"), str(tmp_path / "out"),
                                                               str(tmp_path / "m.safetensors"))
-    assert (args.device, args.rule, args.target, args.step, args.batch_size, args.bands, args.progress) == (
-        "cpu", "epsilon-zb", "probability", 0.1, 8, "pass:0.2;clamp:0.1", "json")
+    assert (args.device, args.rule, args.target, args.step, args.chunk, args.bands, args.progress) == (
+        "cpu", "epsilon-zb", "probability", 0.1, 5, "pass:0.2;clamp:0.1", "json")
     assert "--bands" not in BandsRequest(tmp_path, tmp_path).arguments()
-    for kwargs, word in (({"step": 0.0}, "step"), ({"batch_size": 0}, "batch_size"), ({"rule": "lrp"}, "rule")):
+    for kwargs, word in (({"step": 0.0}, "step"), ({"chunk": 0}, "chunk"), ({"rule": "lrp"}, "rule")):
         with pytest.raises(JobError, match=word):
             BandsRequest(tmp_path, tmp_path, **kwargs)
 

@@ -277,3 +277,19 @@ def test_start_relevance_targets_on_peer_networks(name):
         assert torch.isfinite(e.relevance).all() and e.relevance.abs().sum() > 0, target.kind
         maps.append(e.relevance)
     assert not torch.allclose(maps[0], maps[1])  # different targets explain different things
+
+
+@pytest.mark.parametrize("name", ["UNet-residual", "SegResNet", "ResidualEncoderUNet"])
+def test_filters_sharing_one_forward_equal_separate_explanations(name):
+    """explain_filters (the band grid's one forward, one backward sweep per band) on networks with residual sums
+    and norms, whose rule states must survive the earlier sweeps, equals explaining each band alone."""
+    from LRPSegmentationLib.lrp.engine import explain_filters
+    from LRPSegmentationLib.lrp.taps import tap_filter
+
+    model, x = _build(name), _input(name=name)
+    filters = [tap_filter("pass:0.3"), tap_filter("clamp:0.1"), tap_filter(None)]
+    shared = explain_filters(model, x, lambda out: out, filters, taps=["input"])
+    for tap, result in zip(filters, shared, strict=True):
+        alone = explain(model, x, lambda out: out, tap_filter=tap, taps=["input"])
+        torch.testing.assert_close(result.relevance, alone.relevance, rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(shared[0].relevance, shared[2].relevance)

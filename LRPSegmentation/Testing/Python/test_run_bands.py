@@ -32,7 +32,7 @@ from LRPSegmentationLib.pipeline.cli import main as cli_main  # noqa: E402
 from LRPSegmentationLib.pipeline.outputs import read_relevance  # noqa: E402
 
 STEP = 0.25  # what the controller asks for; the replayed grid is GRID, a small part of it (fast)
-GRID = "clamp:0.25;clamp:0.5;pass:0.5"
+GRID = "clamp:0.25;clamp:0.5;pass:0.5;clamp:0.1"
 BAND = AmplitudeFilter.clamp_band(0.25)
 
 
@@ -45,7 +45,7 @@ def replays(synthetic_case_dir, tiny_model_file, tmp_path_factory) -> dict[str, 
     assert cli_main(["explain", *common, "--out", str(root / "raw")]) == 0
     assert cli_main(["explain", *common, "--out", str(root / "band"), "--where", "layers", "--filter", "pass",
                      "--alpha", "0.3"]) == 0
-    assert cli_main(["bands", *common, "--out", str(root / "grid"), "--bands", GRID, "--batch-size", "4"]) == 0
+    assert cli_main(["bands", *common, "--out", str(root / "grid"), "--bands", GRID, "--chunk", "4"]) == 0
     return {"raw": root / "raw", "band": root / "band", "grid": root / "grid"}
 
 
@@ -100,9 +100,9 @@ def assert_shows_band(live, relevance: np.ndarray, case, exact=None) -> None:
     ``exact`` (a grid band's float32 scores) or, without them, those of ``relevance``."""
     live.flush()
     expected = filter_map(relevance, None)
-    for channel, modality in enumerate(MODALITIES):
-        np.testing.assert_array_equal(scene_nodes.array_from_node(live.heatmaps[modality]),
-                                      expected.normalised[channel])
+    for channel, modality in enumerate(MODALITIES):  # a grid band is shown from its stored normalised values:
+        np.testing.assert_allclose(scene_nodes.array_from_node(live.heatmaps[modality]),  # equal to rounding
+                                   expected.normalised[channel], rtol=1e-6, atol=1e-7)
     rescored = score_explanation(expected, case.images, case.ground_truth)
     assert_same_scores(live.scores, rescored if exact is None else exact)
     if exact is not None:  # the float16 map alone would give other scores: the float32 ones are kept
@@ -142,6 +142,14 @@ def test_grid_is_pending_while_it_runs_then_serves_the_slider(env, replays, tmp_
     assert controller.show_filter(other.kind.value, other.high, other.low, where="layers") is True
     assert controller.live.loaded_bands == (BAND, other)
     assert_shows_band(controller.live, grid[other], env.inputs, grid_scores(replays)[other])
+    for _ in range(50):  # the poll reads the other grid bands into memory, a few at a time
+        controller.poll()
+    assert controller.live.prefetch_layers(seconds=0.0) == 0
+    shown_from_memory = next(band for band in grid if band not in (BAND, other) and np.abs(grid[band]).max() > 0)
+    kept[0].unlink()  # read already: showing it needs no file
+    assert controller.show_filter(shown_from_memory.kind.value, shown_from_memory.high, shown_from_memory.low,
+                                  where="layers") is True
+    assert_shows_band(controller.live, grid[shown_from_memory], env.inputs, grid_scores(replays)[shown_from_memory])
     controller.forget()
     assert not kept[0].exists()  # the result is gone: so is its grid file
 
