@@ -461,9 +461,8 @@ class RunController:
         if self.live is None or self.result_inputs is None:
             return None
         current = {m: volumes.get(m) for m in self.result_inputs.volumes}
-        same_model = settings.model == self.result_settings.model  # else the model's change says it (other inputs)
         inputs = current != self.result_inputs.volumes or ground_truth is not self.result_inputs.ground_truth
-        if same_model and inputs:
+        if inputs and settings.model == self.result_settings.model:  # else the model's change says it (other inputs)
             return "The inputs changed since this result was computed: run again to update it."
         if self.result_inputs.changed():
             return "The input voxels changed since this result was computed: run again to update it."
