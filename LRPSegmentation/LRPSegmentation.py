@@ -1,7 +1,6 @@
-"""LRPSegmentation: stroke lesion segmentation of six-modality MRI with a 3D U-Net, explained by filtered LRP.
-
-Thin Slicer layer: the Widget connects the .ui to the parameter node and the Logic (LRPSegmentationLib.mrml.session,
-over the run and check controllers). Only the child processes that run ``lrpseg explain``/``check`` import torch.
+"""LRPSegmentation: stroke lesion segmentation of multi-modal MRI (our 3D U-Net's six maps, or your model's list)
+explained by filtered LRP. Thin Slicer layer: the Widget connects the .ui to the parameter node and the Logic
+(LRPSegmentationLib.mrml.session). Only the child processes that run ``lrpseg explain``/``check`` import torch.
 """
 
 from pathlib import Path
@@ -36,9 +35,9 @@ class LRPSegmentation(ScriptedLoadableModule):
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.contributors = ["LRPSegmentation developers (LRPSegmentation project)"]
         self.parent.helpText = _(
-            "Segments stroke lesions from six MRI maps with a 3D U-Net and explains the prediction per modality with "
-            "LRP; drag alpha to filter the relevance (pass / clamp) while heatmaps and scores follow. See the "
-            "<a href=\"https://github.com/lrpsegmentation/SlicerLRPSegmentation#readme\">README</a>.")
+            "Segments stroke lesions from the model's MRI maps (the bundled U-Net: six ISLES 2017 maps) and explains "
+            "the prediction per modality with LRP; drag alpha to filter the relevance, heatmaps and scores follow. "
+            "See the <a href=\"https://github.com/lrpsegmentation/SlicerLRPSegmentation#readme\">README</a>.")
         self.parent.acknowledgementText = _(
             "Method after E. Tjoa et al., arXiv:1911.08136. The bundled model is trained on synthetic ISLES-like "
             "cases, not on patient data; it is not a medical device.")
@@ -47,8 +46,8 @@ class LRPSegmentation(ScriptedLoadableModule):
 
 
 def registerLayout():
-    """The 2x3 layout is known from startup on, so a scene saved in it reopens in it."""
-    display.register_grid_layout(slicer.mrmlScene)
+    """The grid layouts (2x3 for six modalities, one per view count) are known from startup on (saved scenes)."""
+    display.register_grid_layouts(slicer.mrmlScene)
 
 
 def registerSampleData():
@@ -81,7 +80,7 @@ class LRPSegmentationParameterNode:
     where: Annotated[str, Choice(options.values(options.FilterPlacement))] = "output"
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
     singleView: bool = False
-    viewModality: Annotated[str, Choice(list(MODALITIES))] = "ADC"
+    viewModality: str = "ADC"  # one of the model's modalities (the combo box follows the model: no fixed Choice)
     showOutlines: bool = True
 
 
@@ -113,6 +112,7 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.checkButton.connect("clicked(bool)", lambda: self.onStart(self.logic.startCheckFromParameters))
         self.ui.showCurvesButton.connect("clicked(bool)", lambda: self.logic.showCurves(slicer.modules.plots.logic()))
         self.ui.cancelButton.connect("clicked(bool)", self.logic.cancel)
+        self.ui.viewModalityComboBox.connect("textActivated(QString)", lambda t: self.setParameter("viewModality", t))
         self.ui.exportScoresButton.connect("clicked(bool)", self.onExportScores)
         for name, group, vocabulary in (("filterKind", "filter", options.FilterKind),
                                         ("where", "where", options.FilterPlacement)):
@@ -173,24 +173,30 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelPathLineEdit.currentPath = p.modelPath
         if change & panel.Change.SETTINGS:
             self.ui.modelInfoLabel.text = self.logic.modelSummary(p.modelPath)
+            self.showModalities(panel.modalities(p))
+        self.ui.viewModalityComboBox.setCurrentText(panel.view_modality(p, panel.modalities(p)))
         with slicer.util.tryWithErrorDisplay(_("Updating the explanation failed.")):
             self.logic.update(p, change)
         change & panel.Change.FILTER and qt.QTimer.singleShot(300, self.logic.flushWhenIdle)  # the rest once it rests
         self.logic.running and not self._timer.isActive() and self._timer.start(100)  # an in-chain band computes
         self.showResult()
 
+    def showModalities(self, names) -> None:
+        """The input rows and the single view's choices follow the model's modality list."""
+        for row in panel.selector_rows(names):
+            selector, label = getattr(self.ui, row.selector), getattr(self.ui, row.label)
+            selector.visible = label.visible = row.text is not None
+            label.text, selector.toolTip = row.text or "", row.tooltip
+        self.ui.viewModalityComboBox.clear()  # the user's choice comes back by textActivated, never from here
+        self.ui.viewModalityComboBox.addItems(list(names))
+
     def updateButtons(self) -> None:
-        p, running = self._parameterNode, self.logic.running
-        problems = run.input_problems(panel.input_volumes(p))
-        self.ui.applyButton.enabled = not problems and not running
+        p = self._parameterNode
+        problems = panel.input_problems(p)  # the model's modalities still without a volume of their own
+        for name, enabled in panel.enabled_widgets(p, self.logic, problems).items():
+            getattr(self.ui, name).enabled = enabled
         self.ui.applyButton.toolTip = _("Select a volume of its own for: {m}").format(m=", ".join(problems)) \
             if problems else _("Segment and explain.")
-        self.ui.cancelButton.enabled = running or self.logic.checkRunning
-        self.ui.checkButton.enabled = self.logic.live is not None and not self.logic.checkRunning
-        self.ui.showCurvesButton.enabled = self.logic.checkNodes is not None
-        self.ui.alphaSlider.enabled = p.filterKind != "none"
-        self.ui.alphaLowSlider.enabled = p.useAlphaLow and p.filterKind != "none"
-        self.ui.viewModalityComboBox.enabled = p.singleView
 
     def showResult(self) -> None:
         live, p = self.logic.live, self._parameterNode
@@ -209,11 +215,11 @@ class LRPSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("ISLES case folder"))
         if folder:
             with slicer.util.tryWithErrorDisplay(_("Loading the case failed."), waitCursor=True):
-                self.logic.selectCase(self._parameterNode, self.logic.loadCaseFolder(folder))
+                self.logic.loadCaseIntoPanel(self._parameterNode, folder)
 
     def onStart(self, start) -> None:
         with slicer.util.tryWithErrorDisplay(_("Starting the computation failed."), waitCursor=True):
-            if self.logic.ensureDependencies():
+            if self.logic.ensureDependencies(modelPath=self._parameterNode.modelPath):
                 start(self._parameterNode)
                 self.updateButtons()
                 self._timer.start(100)
@@ -251,7 +257,6 @@ class LRPSegmentationLogic(session.ExplanationSession, ScriptedLoadableModuleLog
         ScriptedLoadableModuleLogic.__init__(self)
         session.ExplanationSession.__init__(self, slicer.mrmlScene, self.workFolder(),
                                             run.child_process_jobs(MODULE_DIR), idle=slicer.app.processEvents)
-        self._dependenciesChecked = False
 
     def getParameterNode(self):
         return LRPSegmentationParameterNode(super().getParameterNode())
@@ -261,13 +266,8 @@ class LRPSegmentationLogic(session.ExplanationSession, ScriptedLoadableModuleLog
         return Path(slicer.app.cachePath) / "LRPSegmentation"
 
     def onCaseLoaded(self, nodes):
-        slicer.util.setSliceViewerLayers(background=nodes.volumes["ADC"], fit=True)
+        slicer.util.setSliceViewerLayers(background=next(iter(nodes.volumes.values())), fit=True)
         return nodes
-
-    def ensureDependencies(self, askUser: bool = True) -> bool:
-        """torch through the PyTorch extension, other packages with pip (version floors), asking once."""
-        self._dependenciesChecked = self._dependenciesChecked or dependencies.ensure_installed(askUser)
-        return self._dependenciesChecked
 
 
 class LRPSegmentationTest(ScriptedLoadableModuleTest):

@@ -17,6 +17,7 @@ the filtered map (one pass, done lazily by the live view). numpy only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -172,10 +173,13 @@ class BandIndex:
     source: NormalisedMap
     references: ReferenceMasks
     channels: tuple[_Channel, ...]
+    names: tuple[str, ...] = ()  # the channels' modality names (empty: MODALITIES for six channels, else channelK)
 
     @classmethod
-    def build(cls, source: NormalisedMap, references: ReferenceMasks) -> BandIndex:
-        """Sort every channel of ``source`` (channel-first numpy map) and accumulate the masks along that order."""
+    def build(cls, source: NormalisedMap, references: ReferenceMasks,
+              names: Sequence[str] | None = None) -> BandIndex:
+        """Sort every channel of ``source`` (channel-first numpy map) and accumulate the masks along that order;
+        ``names`` name the channels in the scores (the model's modalities)."""
         values = np.asarray(source.normalised)
         if source.channel_axis != 0 or values.ndim != 4:
             raise MetricsError("BandIndex needs a channel-first (C, D, H, W) numpy map.")
@@ -199,13 +203,16 @@ class BandIndex:
             channels.append(_Channel(s, input_prefix, value_prefix, positions, gt_prefix))
         if source.sorted_values is None:  # the rank scores' k-th largest reads the sorted values
             source = replace(source, sorted_values=np.stack(ordered))
-        return cls(source, references, tuple(channels))
+        if names is not None and len(names) != len(channels):
+            raise MetricsError(f"{len(names)} modality names for {len(channels)} relevance channels.")
+        return cls(source, references, tuple(channels), tuple(names or ()))
 
     @classmethod
-    def display_only(cls, source: NormalisedMap, references: ReferenceMasks) -> BandIndex:
+    def display_only(cls, source: NormalisedMap, references: ReferenceMasks,
+                     names: Sequence[str] | None = None) -> BandIndex:
         """An index of ``source`` that serves showing it, not scoring it (no sort): for a map whose scores were
         computed with it (a band grid's float32 scores)."""
-        return cls(source, references, ())
+        return cls(source, references, (), tuple(names or ()))
 
     def score(self, filt: AmplitudeFilter | str | None = None, *, lrp_threshold: float = 0.5,
               smoothing: float = 0.0, output_relevance_sum: float | None = None) -> ExplanationScores:
@@ -220,7 +227,7 @@ class BandIndex:
             raise MetricsError(f"smoothing must be >= 0, got {smoothing}.")
         src, refs = self.source, self.references
         count = len(self.channels)
-        names = MODALITIES if count == len(MODALITIES) else tuple(f"channel{c}" for c in range(count))
+        names = self.names or (MODALITIES if count == len(MODALITIES) else tuple(f"channel{c}" for c in range(count)))
         has_gt = refs.gt_index is not None
         gt_voxels = int(refs.gt_index.size) if has_gt else None
         rows, signed_sums, abs_sums = [], np.empty(count), np.empty(count)

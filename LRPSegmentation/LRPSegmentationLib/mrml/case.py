@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,23 +26,26 @@ from LRPSegmentationLib.mrml.nodes import (
 
 @dataclass
 class CaseNodes:
-    """The volume nodes of one case in the scene: six modalities (MODALITIES order) and the ground truth, if any."""
+    """The volume nodes of one case in the scene: its modalities (the model's order; our U-Net: MODALITIES) and the
+    ground truth, if any."""
 
     volumes: dict[str, Any]
     ground_truth: Any | None = None
 
 
 def add_case(scene, case) -> CaseNodes:
-    """Load a ``caseio.Case`` into six scalar volume nodes named ``<case_id>_<MOD>`` (+ ``_OT`` labelmap).
+    """Load a ``caseio.Case`` into one scalar volume node per modality, ``<case_id>_<MOD>`` (+ ``_OT`` labelmap).
 
     These are input nodes (the user's data once loaded): they are tagged with their modality, never as outputs.
     They are grouped in a subject-hierarchy folder named after the case.
     """
     images = np.asarray(case.images)
-    if images.ndim != 4 or images.shape[0] != len(MODALITIES):
-        raise SceneError(f"Case {case.case_id!r}: images of shape {images.shape}, expected (6, D, H, W).")
+    modalities = tuple(getattr(case, "modalities", MODALITIES))
+    if images.ndim != 4 or images.shape[0] != len(modalities):
+        raise SceneError(f"Case {case.case_id!r}: images of shape {images.shape}, expected "
+                         f"({len(modalities)}, D, H, W).")
     volumes = {}
-    for channel, modality in enumerate(MODALITIES):
+    for channel, modality in enumerate(modalities):
         node = volume_node(scene, images[channel], case.geometry, f"{case.case_id}_{modality}")
         node.SetAttribute(MODALITY_ATTRIBUTE, modality)
         volumes[modality] = node
@@ -62,11 +65,12 @@ def add_case(scene, case) -> CaseNodes:
     return CaseNodes(volumes=volumes, ground_truth=ground_truth)
 
 
-def load_case_folder(scene, folder: Path | str) -> CaseNodes:
-    """Read an ISLES (or flat) case folder with ``caseio.load_case`` and add it to the scene."""
+def load_case_folder(scene, folder: Path | str, modalities: Sequence[str] = MODALITIES) -> CaseNodes:
+    """Read a case folder of ``modalities`` (the model's list; ISLES 2017, ISLES 2022 or flat layout) with
+    ``caseio.load_case`` and add it to the scene."""
     from LRPSegmentationLib.data import caseio
 
-    return add_case(scene, caseio.load_case(folder))
+    return add_case(scene, caseio.load_case(folder, modalities=tuple(modalities)))
 
 
 def load_synthetic_case(scene, root: Path | str, seed: int = 2017) -> CaseNodes:
@@ -79,34 +83,39 @@ def load_synthetic_case(scene, root: Path | str, seed: int = 2017) -> CaseNodes:
     return load_case_folder(scene, folder / "training_1")
 
 
-def write_case_folder(volumes: Mapping[str, Any], folder: Path | str, ground_truth=None) -> Path:
-    """Write six volume nodes (each on its own grid) as ``<MOD>.nii.gz`` (+ ``OT.nii.gz``) into ``folder``.
+def write_case_folder(volumes: Mapping[str, Any], folder: Path | str, ground_truth=None,
+                      modalities: Sequence[str] = MODALITIES) -> Path:
+    """Write the volume nodes of ``modalities`` (each on its own grid) as ``<MOD>.nii.gz`` (+ ``OT.nii.gz``, on the
+    first modality's grid) into ``folder``.
 
-    ``caseio.load_case(folder)`` then brings them onto the ADC grid with its usual checks; the child
-    ``lrpseg explain`` process reads the same folder.
+    ``caseio.load_case(folder, modalities=...)`` then brings them onto the first modality's grid (ADC for our U-Net)
+    with its usual checks; the child ``lrpseg explain`` process reads the same folder.
     """
     from LRPSegmentationLib.data import caseio
 
-    missing = [m for m in MODALITIES if volumes.get(m) is None]
+    missing = [m for m in modalities if volumes.get(m) is None]
     if missing:
         raise SceneError(f"No volume selected for {', '.join(missing)}; select one volume node for each modality.")
-    folder = Path(folder)
-    for modality in MODALITIES:
+    folder, reference = Path(folder), volumes[modalities[0]]
+    for modality in modalities:
         node = volumes[modality]
         caseio.write_volume(array_from_node(node).astype(np.float32), geometry_of_node(node),
                             folder / f"{modality}.nii.gz")
     if ground_truth is not None:
-        caseio.write_volume(mask_from_node(ground_truth, volumes["ADC"]), geometry_of_node(volumes["ADC"]),
+        caseio.write_volume(mask_from_node(ground_truth, reference), geometry_of_node(reference),
                             folder / f"{GROUND_TRUTH}.nii.gz")
     return folder
 
 
-def case_from_nodes(volumes: Mapping[str, Any], ground_truth=None, case_id: str | None = None):
-    """A ``caseio.Case`` from six user-chosen volume nodes (other grids resampled onto the ADC node's grid)."""
+def case_from_nodes(volumes: Mapping[str, Any], ground_truth=None, case_id: str | None = None,
+                    modalities: Sequence[str] = MODALITIES):
+    """A ``caseio.Case`` from user-chosen volume nodes of ``modalities`` (other grids resampled onto the first
+    modality's grid)."""
     from LRPSegmentationLib.data import caseio
 
     with tempfile.TemporaryDirectory(prefix="lrpseg-case-") as folder:
-        write_case_folder(volumes, folder, ground_truth)
-        case = caseio.load_case(folder, case_id=case_id or volumes["ADC"].GetName())
+        write_case_folder(volumes, folder, ground_truth, modalities)
+        case = caseio.load_case(folder, case_id=case_id or volumes[modalities[0]].GetName(),
+                                modalities=tuple(modalities))
     case.sources = {}
     return case

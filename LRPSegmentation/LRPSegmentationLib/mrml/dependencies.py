@@ -2,29 +2,31 @@
 
 torch comes from the PyTorch extension (``PyTorchUtils`` picks the CUDA build for the machine); every other
 third-party package the child imports is either bundled with Slicer or listed in
-:data:`~LRPSegmentationLib.mrml.job.PIP_REQUIREMENTS` and installed here with ``slicer.util.pip_install``.
+:data:`~LRPSegmentationLib.mrml.job.PIP_REQUIREMENTS` (plus, for a MONAI or nnU-Net model, the packages of its route)
+and installed here with ``slicer.util.pip_install``.
 """
 
 from __future__ import annotations
 
-import importlib.util
+from pathlib import Path
 
-from LRPSegmentationLib.mrml.job import PIP_REQUIREMENTS, missing_requirements
+from LRPSegmentationLib.mrml.job import child_requirements, missing_requirements, pip_calls
 
 TORCH_REQUIREMENT = ">=2.1"
 
 
-def missing_packages() -> list[str]:
-    """Import names of the child's packages (torch first) that this Python cannot import."""
-    missing = []
-    for name in ("torch", *PIP_REQUIREMENTS):
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            missing.append(name)
-    return missing
+def missing_packages(model: Path | str | None = None) -> list[str]:
+    """Import names of the child's packages for ``model`` (torch first; None: the bundled model) that this Python
+    cannot import."""
+    requirements = {"torch": "torch", **child_requirements(model)}
+    missing = set(missing_requirements(requirements))
+    return [name for name, spec in requirements.items() if spec in missing]
+
+
+def planned_installs(model: Path | str | None = None) -> list[list[str]]:
+    """The ``slicer.util.pip_install`` calls :func:`ensure_installed` would make for ``model`` (torch aside: it
+    comes from the PyTorch extension); empty when everything is there."""
+    return pip_calls(missing_requirements(child_requirements(model)))
 
 
 def skip_reason() -> str | None:
@@ -37,8 +39,9 @@ def skip_reason() -> str | None:
     return None
 
 
-def ensure_installed(ask_user: bool = True) -> bool:
-    """Install what is missing (after one confirmation when ``ask_user``); False when the user declined."""
+def ensure_installed(ask_user: bool = True, model: Path | str | None = None) -> bool:
+    """Install what ``model`` needs and is missing (after one confirmation when ``ask_user``): torch through the
+    PyTorch extension, the rest with pip (:func:`planned_installs`); False when the user declined."""
     import slicer
 
     try:
@@ -46,13 +49,14 @@ def ensure_installed(ask_user: bool = True) -> bool:
     except ModuleNotFoundError:
         raise RuntimeError("This module needs the PyTorch extension: install 'PyTorch' from the Extensions Manager "
                            "and restart Slicer.") from None
-    torch_logic, missing = PyTorchUtils.PyTorchUtilsLogic(), missing_requirements()
-    names = ", ".join((["PyTorch"] if not torch_logic.torchInstalled() else []) + missing)
+    torch_logic, calls = PyTorchUtils.PyTorchUtilsLogic(), planned_installs(model)
+    names = ", ".join((["PyTorch"] if not torch_logic.torchInstalled() else [])
+                      + [spec for call in calls for spec in call if spec != "--no-deps"])
     if names and ask_user and not slicer.util.confirmOkCancelDisplay(
             f"LRPSegmentation needs {names}. Install now? (This can take minutes.)"):
         return False
     if not torch_logic.torchInstalled():
         torch_logic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT)
-    if missing:
-        slicer.util.pip_install(missing)
+    for call in calls:
+        slicer.util.pip_install(call)
     return True

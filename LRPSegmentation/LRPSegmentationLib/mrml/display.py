@@ -33,6 +33,10 @@ RELEVANCE_COLOR_NAME = "LRPSegmentation Relevance"
 GRID_LAYOUT_ID = 20170
 """Custom layout id (> 100, Slicer's built-in ids stay below) of the linked 2x3 modality/heatmap layout."""
 GRID_VIEW_NAMES: tuple[str, ...] = tuple(f"LRP{modality}" for modality in MODALITIES)
+OTHER_GRID_LAYOUT_BASE = 20180
+"""A model with other modalities (any list but our U-Net's six) gets the layout of id ``20180 + N`` for N views."""
+STARTUP_GRIDS = range(1, 10)
+"""The view counts whose layouts the module registers at startup (a scene saved in one reopens in it)."""
 SINGLE_VIEW_NAME = "Red"
 ONE_UP_RED_LAYOUT_ID = 6  # vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView
 
@@ -194,23 +198,47 @@ def _plane_slices(slice_node, ras_to_ijk: np.ndarray, shape: Sequence[int]) -> l
 
 # -------------------------------------------------------------------------------------------------- layouts
 
-def grid_layout_xml() -> str:
-    """Slicer layout description of six linked axial views in 2 rows x 3 columns, one per modality."""
-    rows = []
-    for row in range(2):
+def grid_shape(count: int) -> tuple[int, int]:
+    """(rows, columns) of a grid of ``count`` views: one row up to 3, two rows up to 8 (2x3 for six), else about
+    square."""
+    if count < 1:
+        raise SceneError("A grid layout needs at least one view.")
+    rows = 1 if count <= 3 else 2 if count <= 8 else math.ceil(count / math.ceil(math.sqrt(count)))
+    return rows, math.ceil(count / rows)
+
+
+def grid_layout_id(modalities: Sequence[str] = MODALITIES) -> int:
+    """The layout id of the grid for ``modalities``: :data:`GRID_LAYOUT_ID` for our U-Net's six, else one per count."""
+    return GRID_LAYOUT_ID if tuple(modalities) == MODALITIES else OTHER_GRID_LAYOUT_BASE + len(modalities)
+
+
+def grid_view_names(modalities: Sequence[str] = MODALITIES) -> tuple[str, ...]:
+    """The slice views of the grid for ``modalities`` (``LRPADC`` ... for the six, else ``LRPView1`` ...)."""
+    if tuple(modalities) == MODALITIES:
+        return GRID_VIEW_NAMES
+    return tuple(f"LRPView{k + 1}" for k in range(len(modalities)))
+
+
+def grid_layout_xml(modalities: Sequence[str] = MODALITIES) -> str:
+    """Slicer layout description of linked axial views, one per modality: 2 rows x 3 columns for the six, else
+    :func:`grid_shape` (views of other lists are labelled 1..N here and renamed when shown)."""
+    names = grid_view_names(modalities)
+    labels = MODALITIES if tuple(modalities) == MODALITIES else tuple(str(k + 1) for k in range(len(names)))
+    rows, columns = grid_shape(len(names))
+    lines = []
+    for row in range(rows):
         items = []
-        for column in range(3):
-            index = 3 * row + column
+        for index in range(row * columns, min((row + 1) * columns, len(names))):
             items.append(
-                f'<item><view class="vtkMRMLSliceNode" singletontag="{GRID_VIEW_NAMES[index]}">'
+                f'<item><view class="vtkMRMLSliceNode" singletontag="{names[index]}">'
                 '<property name="orientation" action="default">Axial</property>'
-                f'<property name="viewlabel" action="default">{MODALITIES[index]}</property>'
+                f'<property name="viewlabel" action="default">{labels[index]}</property>'
                 '<property name="viewcolor" action="default">#E0A040</property>'
                 '<property name="viewgroup" action="default">0</property>'
                 "</view></item>"
             )
-        rows.append(f'<item><layout type="horizontal">{"".join(items)}</layout></item>')
-    return f'<layout type="vertical">{"".join(rows)}</layout>'
+        lines.append(f'<item><layout type="horizontal">{"".join(items)}</layout></item>')
+    return f'<layout type="vertical">{"".join(lines)}</layout>'
 
 
 def layout_node(scene):
@@ -220,12 +248,19 @@ def layout_node(scene):
     return node
 
 
-def register_grid_layout(scene):
-    """Make the 2x3 layout known to the scene's layout node (at startup, so a scene saved in it reopens in it)."""
+def register_grid_layout(scene, modalities: Sequence[str] = MODALITIES):
+    """Make the grid layout of ``modalities`` (default the 2x3 one) known to the scene's layout node."""
     layout = layout_node(scene)
-    if not layout.IsLayoutDescription(GRID_LAYOUT_ID):
-        layout.AddLayoutDescription(GRID_LAYOUT_ID, grid_layout_xml())
+    if not layout.IsLayoutDescription(grid_layout_id(modalities)):
+        layout.AddLayoutDescription(grid_layout_id(modalities), grid_layout_xml(modalities))
     return layout
+
+
+def register_grid_layouts(scene):
+    """At startup: the 2x3 layout and those of :data:`STARTUP_GRIDS` views, so a scene saved in one reopens in it."""
+    for count in STARTUP_GRIDS:
+        register_grid_layout(scene, tuple(str(k) for k in range(count)))
+    return register_grid_layout(scene)
 
 
 def composite_node(scene, view_name: str):
@@ -264,14 +299,26 @@ def set_heatmap_opacity(scene, opacity: float, view_names: Sequence[str] | None 
 
 
 def show_grid(scene, backgrounds: Mapping[str, Any], heatmaps: Mapping[str, Any], overlays: Mapping[str, Any],
-              opacity: float = 0.5) -> None:
-    """Switch to the linked 2x3 layout, each view showing modality k under heatmap k."""
-    layout = register_grid_layout(scene)
-    if layout.GetViewArrangement() != GRID_LAYOUT_ID:  # re-setting would rebuild the views on every slider move
-        layout.SetViewArrangement(GRID_LAYOUT_ID)
-    for modality, view in zip(MODALITIES, GRID_VIEW_NAMES):
+              opacity: float = 0.5, modalities: Sequence[str] = MODALITIES) -> None:
+    """Switch to the linked grid of ``modalities`` (2x3 for our U-Net's six), view k showing modality k under
+    heatmap k and labelled with its name."""
+    layout = register_grid_layout(scene, modalities)
+    if layout.GetViewArrangement() != grid_layout_id(modalities):  # re-setting would rebuild the views every move
+        layout.SetViewArrangement(grid_layout_id(modalities))
+    views = grid_view_names(modalities)
+    for modality, view in zip(modalities, views):
         set_view_layers(scene, view, backgrounds.get(modality), heatmaps.get(modality), overlays.get(modality),
                         opacity=opacity, linked=True)
+    if views is not GRID_VIEW_NAMES:
+        label_views(scene, dict(zip(views, modalities)))
+
+
+def label_views(scene, labels: Mapping[str, str]) -> None:
+    """Name the slice views (view name -> label shown in its corner) that exist in ``scene``."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLSliceNode")
+        if node.GetLayoutName() in labels and node.GetLayoutLabel() != labels[node.GetLayoutName()]:
+            node.SetLayoutLabel(labels[node.GetLayoutName()])
 
 
 def show_single(scene, background, heatmap, overlay, opacity: float = 0.5,

@@ -30,9 +30,16 @@ the module installs the missing ones after asking once."""
 
 MODEL_REQUIREMENTS = {"monai": "monai>=1.3", "dynamic_network_architectures": "dynamic-network-architectures>=0.4.4",
                       "einops": "einops>=0.6"}
-"""Packages only the peer-network routes import (a MONAI network, an nnU-Net v2 folder): needed only for such a
-model. Not yet installed by the module: a user of those routes installs them with ``slicer.util.pip_install``
-(dynamic-network-architectures with ``--no-deps``: its timm dependency would pull torchvision)."""
+"""Packages only the peer-network routes import (a MONAI network, an nnU-Net v2 folder): the module installs them
+(after asking) only for a model of such a route (:func:`child_requirements`)."""
+
+ROUTE_REQUIREMENTS: dict[str, tuple[str, ...]] = {"monai": ("monai", "einops"),
+                                                  "nnunet": ("dynamic_network_architectures", "einops")}
+"""The import names of :data:`MODEL_REQUIREMENTS` each model route (``net.weights.ModelRoute`` value) needs."""
+
+NO_DEPS = frozenset({"monai", "dynamic_network_architectures"})
+"""Installed with ``pip --no-deps``: their dependencies are torch (the PyTorch extension's build, which pip must not
+replace), numpy (Slicer's), einops (listed) and timm, which pulls torchvision and which the U-Nets never import."""
 
 SLICER_BUNDLED = ("numpy", "scipy", "SimpleITK", "vtk")
 """Third-party packages every Slicer ships (its SuperBuild), which the child may import without installing."""
@@ -387,13 +394,47 @@ def missing_requirements(requirements: Mapping[str, str] = PIP_REQUIREMENTS) -> 
     in Slicer it comes from the PyTorch extension)."""
     import importlib.util
 
-    return [spec for module, spec in requirements.items() if importlib.util.find_spec(module) is None]
+    missing = []
+    for module, spec in requirements.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(spec)
+    return missing
+
+
+def child_requirements(model: Path | str | None = None) -> dict[str, str]:
+    """Import name -> pip requirement of what the child imports for ``model`` (None: the bundled model) besides
+    torch: :data:`PIP_REQUIREMENTS`, plus the route's :data:`MODEL_REQUIREMENTS` for a MONAI or nnU-Net model."""
+    from LRPSegmentationLib.net.weights import model_route
+
+    extra = ROUTE_REQUIREMENTS.get(model_route(model).value, ())
+    return {**PIP_REQUIREMENTS, **{name: MODEL_REQUIREMENTS[name] for name in extra}}
+
+
+def pip_calls(specs: Sequence[str]) -> list[list[str]]:
+    """The ``slicer.util.pip_install`` argument lists installing ``specs`` (pip requirements of
+    :func:`child_requirements`): those of :data:`NO_DEPS` in a call of their own with ``--no-deps``."""
+    no_deps = {MODEL_REQUIREMENTS[name] for name in NO_DEPS}
+    calls = [[s for s in specs if s not in no_deps], [*(s for s in specs if s in no_deps), "--no-deps"]]
+    return [call for call in calls if call and call != ["--no-deps"]]
 
 
 def model_summary(path: Path | str | None = None) -> str:
-    """One line about a model file from its metadata (default: the bundled model); reads no weights, needs no torch."""
+    """One line about a model (default: the bundled model) from its metadata: our model file, a MONAI description
+    or an nnU-Net v2 folder, with the inputs it takes; reads no weights, needs no torch."""
     from LRPSegmentationLib.net import weights
 
+    route = weights.model_route(path or None)
+    if route is not weights.ModelRoute.LRPSEG:
+        inputs = ", ".join(weights.model_modalities(path))
+        if route is weights.ModelRoute.NNUNET:
+            return f"{Path(path).name}: nnU-Net v2 trained model, inputs {inputs}"
+        from LRPSegmentationLib.net.peer import read_description
+
+        return f"{Path(path).name}: MONAI {read_description(path)['class']}, inputs {inputs}"
     path = Path(path) if path else weights.bundled_model_path()
     info = weights.read_metadata(path)
     dice = info.metrics.get("validation_dice", info.metrics.get("dice"))

@@ -1,7 +1,7 @@
 """The live view of one explanation in a scene: re-filter the cached map, rewrite the heatmaps and the scores table.
 
-:class:`LiveExplanation` is the one owner of the live-view cache: the raw native-grid relevance (6, D, H, W), its
-presorted :class:`~LRPSegmentationLib.analysis.filters.NormalisedMap`, the
+:class:`LiveExplanation` is the one owner of the live-view cache: the raw native-grid relevance (C, D, H, W; one
+channel per modality of the model), its presorted :class:`~LRPSegmentationLib.analysis.filters.NormalisedMap`, the
 :class:`~LRPSegmentationLib.analysis.metrics.ReferenceMasks` of the case, the module's heatmap, segmentation and table
 nodes, and the in-chain ("layers") results per filter band, which are computed elsewhere (the Slicer module runs
 them in a child process) and handed in with :meth:`LiveExplanation.add_layer_result`.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +44,8 @@ from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.mrml import case as case_nodes
 from LRPSegmentationLib.mrml import display, nodes, tables
-from LRPSegmentationLib.pipeline.outputs import MASK_FILE, read_note, read_relevance
+from LRPSegmentationLib.pipeline.outputs import MASK_FILE, read_note, read_provenance, read_relevance
 
-RAW_ROLE = "raw_relevance_"
-"""Role prefix of the volume nodes keeping the raw map (``raw_relevance_ADC`` ...)."""
 INPUT_REFERENCE = "LRPSegmentationInput"
 TRUTH_REFERENCE = "LRPSegmentationTruth"
 SETTINGS_ATTRIBUTE = "LRPSegmentation.Settings"
@@ -109,12 +107,11 @@ def _now() -> tuple[float, float]:
 class LiveExplanation:
     """One explanation shown in ``scene``: heatmap per modality, prediction/truth outlines, scores table.
 
-    ``relevance`` is the raw final map (6, D, H, W) on the grid of ``images`` (the case's ADC grid) with
-    ``geometry``; ``ground_truth`` and ``prediction`` are optional 0/1 masks on that grid. ``backgrounds`` are the
-    modality volume nodes shown under the heatmaps (the user's nodes: only referenced, never modified);
-    ``output_relevance_sum`` (the start relevance's sum, ``start_relevance_sum`` in provenance.json) makes the
-    table show conservation;
-    ``reference`` places the outputs next to it in the subject hierarchy (default: the ADC background).
+    ``relevance``: the raw final map (C, D, H, W) of the C ``modalities`` (default our U-Net's six) on the grid of
+    ``images`` (its first modality's), ``geometry``; ``ground_truth`` and ``prediction``: optional 0/1 masks on it.
+    ``backgrounds``: the modality volume nodes shown under the heatmaps (the user's: only referenced, never modified);
+    ``output_relevance_sum`` (``start_relevance_sum`` in provenance.json) makes the table show conservation;
+    ``reference`` places the outputs next to it in the subject hierarchy (default: the first modality's background).
     Re-creating it in the same scene reuses the module's output nodes (found by role), never duplicates them.
     """
 
@@ -123,12 +120,12 @@ class LiveExplanation:
                  backgrounds: Mapping[str, Any] | None = None, reference=None,
                  normalization: RelevanceNormalization | str = RelevanceNormalization.PER_CHANNEL,
                  max_layer_results: int = 8, output_relevance_sum: float | None = None,
-                 note: str | None = None) -> None:
+                 note: str | None = None, modalities: Sequence[str] = MODALITIES) -> None:
         relevance = np.asarray(relevance, dtype=np.float32)
-        expected = (len(MODALITIES), *geometry.shape)
+        self.modalities, expected = tuple(modalities), (len(modalities), *geometry.shape)
         for name, array in (("relevance", relevance), ("images", np.asarray(images))):
             if array.shape != expected:
-                raise LiveError(f"{name} has shape {array.shape}; expected {expected} (six modalities on the grid).")
+                raise LiveError(f"{name} has shape {array.shape}; expected {expected} ({', '.join(modalities)}).")
         self.scene = scene
         self.note = note  # one line for the panel, e.g. "no lesion predicted: showing lesion evidence"
         self.relevance = relevance
@@ -136,18 +133,18 @@ class LiveExplanation:
         self.output_relevance_sum = None if output_relevance_sum is None else float(output_relevance_sum)
         self.normalization = RelevanceNormalization(normalization)
         self.references: ReferenceMasks = reference_masks(images, ground_truth)
-        self.index = BandIndex.build(normalise_map(relevance, self.normalization), self.references)
+        self.index = BandIndex.build(normalise_map(relevance, self.normalization), self.references, self.modalities)
         self.cache: NormalisedMap = self.index.source
         self.backgrounds = dict(backgrounds or {})
-        self.reference = reference if reference is not None else self.backgrounds.get("ADC")
+        self.reference = reference if reference is not None else self.backgrounds.get(self.modalities[0])
         self.dice = None if ground_truth is None or prediction is None else metrics.dice(prediction, ground_truth)
         blank = np.zeros(geometry.shape, np.float32)
         self.heatmaps = {m: display.heatmap_node(scene, blank, geometry, m, half_width=1.0, reference=self.reference)
-                         for m in MODALITIES}
-        self.overlays = {m: display.overlay_node(scene, self.heatmaps[m], geometry, m) for m in MODALITIES}
+                         for m in self.modalities}
+        self.overlays = {m: display.overlay_node(scene, self.heatmaps[m], geometry, m) for m in self.modalities}
         self.raw_nodes = self._keep_raw(relevance)
         nodes.remove_outputs(scene, [role for role, mask in (("prediction", prediction), ("ground_truth", ground_truth))
-                                   if mask is None])  # a stale outline of an earlier run would mislead
+                                   if mask is None] + nodes.other_modality_roles(scene, self.modalities))  # stale
         self.segmentation = None if prediction is None else nodes.segmentation_node(
             scene, prediction, geometry, reference=self.reference)
         self.ground_truth_segmentation = None if ground_truth is None else nodes.segmentation_node(
@@ -182,7 +179,7 @@ class LiveExplanation:
         case = explanation.case
         return cls(scene, explanation.relevance, case.images, case.geometry, ground_truth=case.ground_truth,
                    prediction=explanation.prediction.mask, backgrounds=backgrounds, reference=reference,
-                   normalization=explanation.settings.normalization,
+                   normalization=explanation.settings.normalization, modalities=case.modalities,
                    output_relevance_sum=explanation.start_relevance_sum, note=explanation.note)
 
     @classmethod
@@ -193,33 +190,33 @@ class LiveExplanation:
 
         A run with an in-chain band (``where="layers"`` and a filter) adds that band's map to ``current``, which
         must show the same ``backgrounds``, and returns it; any other run becomes a new live explanation, which
-        remembers in the scene its inputs (``backgrounds``, ``ground_truth_node``) and ``settings``.
+        remembers in the scene its inputs (``backgrounds``, ``ground_truth_node``; their modalities) and ``settings``.
         """
         if request.where == "layers" and request.filter != "none":
             if current is None or current.backgrounds != dict(backgrounds):
                 raise LiveError("The inputs changed since the explanation was computed: run the explanation again.")
             current.add_layer_result(slider_filter(request.filter, request.alpha, request.alpha_low),
-                                     read_relevance(request.out_dir))
+                                     read_relevance(request.out_dir, current.modalities))
             return current
-        live = cls.from_run_folder(scene, request.out_dir, request.case_dir, backgrounds, reference)
+        live = cls.from_run_folder(scene, request.out_dir, request.case_dir, backgrounds, reference, tuple(backgrounds))
         live.remember(ground_truth_node, settings)
         return live
 
     @classmethod
     def from_run_folder(cls, scene, out_dir: Path | str, case_dir: Path | str,
-                        backgrounds: Mapping[str, Any] | None = None, reference=None) -> LiveExplanation:
-        """From the folders of a finished ``lrpseg explain`` run: its inputs ``case_dir`` and outputs ``out_dir``."""
-        case = load_case(case_dir)
-        relevance = read_relevance(out_dir)
+                        backgrounds: Mapping[str, Any] | None = None, reference=None,
+                        modalities: Sequence[str] | None = None) -> LiveExplanation:
+        """From a finished ``lrpseg explain`` run's ``case_dir`` and ``out_dir`` (``modalities``: its model's)."""
+        modalities = tuple(modalities or read_provenance(out_dir).get("model", {}).get("modalities") or MODALITIES)
+        case = load_case(case_dir, modalities=modalities)
+        relevance = read_relevance(out_dir, modalities)
         mask_file = Path(out_dir) / MASK_FILE
         prediction = read_volume(mask_file)[0] if mask_file.is_file() else None
         if relevance.shape[1:] != case.geometry.shape:
             raise LiveError(f"The relevance maps in {out_dir} do not match the grid of {case_dir}; run again.")
-        provenance = Path(out_dir) / "provenance.json"
-        start_sum = json.loads(provenance.read_text()).get("start_relevance_sum") if provenance.is_file() else None
         return cls(scene, relevance, case.images, case.geometry, ground_truth=case.ground_truth,
-                   prediction=prediction, backgrounds=backgrounds, reference=reference,
-                   output_relevance_sum=start_sum, note=read_note(out_dir))
+                   prediction=prediction, backgrounds=backgrounds, reference=reference, modalities=modalities,
+                   output_relevance_sum=read_provenance(out_dir).get("start_relevance_sum"), note=read_note(out_dir))
 
     @classmethod
     def from_scene(cls, scene) -> LiveExplanation | None:
@@ -228,30 +225,31 @@ class LiveExplanation:
         The raw relevance was kept as volume nodes, which reference the inputs they explain; the images and the
         ground truth are read back from those inputs exactly as the run read them.
         """
-        raw = {m: nodes.output_node(scene, f"{RAW_ROLE}{m}", "vtkMRMLScalarVolumeNode") for m in MODALITIES}
+        modalities = nodes.saved_modalities(scene)
+        raw = {m: nodes.output_node(scene, f"{nodes.RAW_ROLE}{m}", "vtkMRMLScalarVolumeNode") for m in modalities}
         if any(node is None for node in raw.values()):
             return None
-        anchor = raw[MODALITIES[0]]
-        backgrounds = {m: anchor.GetNodeReference(f"{INPUT_REFERENCE}{m}") for m in MODALITIES}
+        anchor = raw[modalities[0]]
+        backgrounds = {m: anchor.GetNodeReference(f"{INPUT_REFERENCE}{m}") for m in modalities}
         if any(node is None for node in backgrounds.values()):
             raise LiveError("The scene's explanation lost its input volumes: load them again and run again.")
         truth_node = anchor.GetNodeReference(TRUTH_REFERENCE)
-        case = case_nodes.case_from_nodes(backgrounds, truth_node)
-        relevance = np.stack([nodes.array_from_node(raw[m]) for m in MODALITIES]).astype(np.float32)
+        case = case_nodes.case_from_nodes(backgrounds, truth_node, modalities=modalities)
+        relevance = np.stack([nodes.array_from_node(raw[m]) for m in modalities]).astype(np.float32)
         if relevance.shape[1:] != case.geometry.shape:
             raise LiveError("The scene's relevance does not match its input volumes' grid: run again.")
         segmentation = nodes.output_node(scene, "prediction", "vtkMRMLSegmentationNode")
         prediction = None if segmentation is None else nodes.segmentation_mask(segmentation, anchor)
         live = cls(scene, relevance, case.images, case.geometry, ground_truth=case.ground_truth,
-                   prediction=prediction, backgrounds=backgrounds)
+                   prediction=prediction, backgrounds=backgrounds, modalities=modalities)
         live.remember(truth_node, live.settings_in_scene(anchor))
         return live
 
     def _keep_raw(self, relevance: np.ndarray) -> dict[str, Any]:
         """The raw map as volume nodes (saved with the scene: the slider works again after a reload)."""
         kept = {}
-        for channel, modality in enumerate(MODALITIES):
-            node = nodes.owned_output(self.scene, "vtkMRMLScalarVolumeNode", f"{RAW_ROLE}{modality}",
+        for channel, modality in enumerate(self.modalities):
+            node = nodes.owned_output(self.scene, "vtkMRMLScalarVolumeNode", f"{nodes.RAW_ROLE}{modality}",
                                       f"Raw relevance {modality}")
             kept[modality] = nodes.volume_node(self.scene, relevance[channel], self.geometry, node.GetName(),
                                                node=node)
@@ -259,12 +257,13 @@ class LiveExplanation:
             nodes.place_next_to(self.scene, node, self.reference, "LRPSegmentation raw relevance")
         for modality, background in self.backgrounds.items():
             if background is not None:
-                kept[MODALITIES[0]].SetNodeReferenceID(f"{INPUT_REFERENCE}{modality}", background.GetID())
+                kept[self.modalities[0]].SetNodeReferenceID(f"{INPUT_REFERENCE}{modality}", background.GetID())
+        kept[self.modalities[0]].SetAttribute(nodes.MODALITIES_ATTRIBUTE, json.dumps(list(self.modalities)))
         return kept
 
     def remember(self, ground_truth_node=None, settings: Mapping[str, Any] | None = None) -> None:
         """Record the ground-truth node and the run settings with the raw relevance (they are saved with it)."""
-        anchor = self.raw_nodes[MODALITIES[0]]
+        anchor = self.raw_nodes[self.modalities[0]]
         anchor.SetNodeReferenceID(TRUTH_REFERENCE, None if ground_truth_node is None else ground_truth_node.GetID())
         anchor.SetAttribute(SETTINGS_ATTRIBUTE, json.dumps(dict(settings or {}), default=str))
 
@@ -275,7 +274,7 @@ class LiveExplanation:
     @property
     def inputs_in_scene(self) -> tuple[dict[str, Any], Any, dict[str, Any]]:
         """(input volumes, ground-truth node, run settings) as remembered in the scene."""
-        anchor = self.raw_nodes[MODALITIES[0]]
+        anchor = self.raw_nodes[self.modalities[0]]
         return (dict(self.backgrounds), anchor.GetNodeReference(TRUTH_REFERENCE), self.settings_in_scene(anchor))
 
     # --------------------------------------------------------------------------------------------- live path
@@ -298,7 +297,7 @@ class LiveExplanation:
         if relevance.shape != self.relevance.shape:
             raise LiveError(f"In-chain relevance of shape {relevance.shape} does not match {self.relevance.shape}.")
         self._keep_layer(band_key(filt), BandIndex.build(normalise_map(relevance, self.normalization),
-                                                         self.references), pinned, scores)
+                                                         self.references, self.modalities), pinned, scores)
 
     def _keep_layer(self, key: AmplitudeFilter, index: BandIndex, pinned: bool,
                     scores: ExplanationScores | None) -> None:
@@ -379,7 +378,8 @@ class LiveExplanation:
             if source.normalised.shape != self.relevance.shape:
                 raise LiveError(f"In-chain band {key.label} has shape {source.normalised.shape}, not "
                                 f"{self.relevance.shape}: compute the bands again.")
-            index = (BandIndex.build if scores is None else BandIndex.display_only)(source, self.references)
+            index = (BandIndex.build if scores is None else BandIndex.display_only)(source, self.references,
+                                                                                     self.modalities)
             self._keep_layer(key, index, False, scores)
         index = self.index if key == NO_FILTER else self._layers.get(key)
         if index is None:
@@ -407,7 +407,7 @@ class LiveExplanation:
         if not self._stale:
             return
         filtered = self._full_map()
-        for channel, modality in enumerate(MODALITIES):
+        for channel, modality in enumerate(self.modalities):
             values = filtered.normalised[channel]
             display.update_heatmap(self.heatmaps[modality], values, half_width=self._window)
             display.update_heatmap(self.overlays[modality], display.relevance_codes(values, self._window))
@@ -421,7 +421,7 @@ class LiveExplanation:
         if any(slices is display.ALL_SLICES for slices in shown.values()):
             self.flush()
             return
-        for channel, modality in enumerate(MODALITIES):
+        for channel, modality in enumerate(self.modalities):
             node = self.overlays[modality]
             for axis, position in shown.get(node.GetID(), []):
                 if (channel, axis, position) in self._written:
@@ -469,14 +469,14 @@ class LiveExplanation:
 
     def show(self, single_view: bool = False, modality: str = "ADC", opacity: float = 0.6,
              outlines: bool = True) -> None:
-        """The linked 2x3 layout (or one view of ``modality``) with each heatmap over its background volume."""
+        """The linked grid of a view per modality (2x3 for six), or one view of ``modality``: heatmaps over inputs."""
         if single_view:
             if modality not in self.heatmaps:
-                raise LiveError(f"Unknown modality {modality!r}: use one of {', '.join(MODALITIES)}.")
+                raise LiveError(f"Unknown modality {modality!r}: use one of {', '.join(self.modalities)}.")
             display.show_single(self.scene, self.backgrounds.get(modality), self.heatmaps[modality],
                                 self.overlays[modality], opacity)
         else:
-            display.show_grid(self.scene, self.backgrounds, self.heatmaps, self.overlays, opacity)
+            display.show_grid(self.scene, self.backgrounds, self.heatmaps, self.overlays, opacity, self.modalities)
         for node in (self.segmentation, self.ground_truth_segmentation):
             if node is not None and node.GetDisplayNode() is not None:
                 node.GetDisplayNode().SetVisibility(bool(outlines))

@@ -11,6 +11,7 @@ the module's own outputs and never touches the user's nodes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ import vtk
 from vtk.util import numpy_support
 
 from LRPSegmentationLib.data.geometry import Geometry
+from LRPSegmentationLib.data.modalities import MODALITIES
 
 OUTPUT_ATTRIBUTE = "LRPSegmentation.Output"
 """Node attribute marking a node the module owns; its value is the node's role (e.g. ``relevance_ADC``)."""
@@ -265,3 +267,30 @@ def segmentation_node(scene, mask: np.ndarray, geometry: Geometry, role: str = "
 def segmentation_mask(node, reference) -> np.ndarray:
     """The union of a segmentation's segments as a 0/1 array on ``reference``'s grid."""
     return mask_from_node(node, reference)
+
+
+# ------------------------------------------------------------------------------------- per-modality outputs
+
+RAW_ROLE = "raw_relevance_"
+"""Role prefix of the volume nodes keeping the raw map (``raw_relevance_ADC`` ...)."""
+MODALITIES_ATTRIBUTE = "LRPSegmentation.Modalities"
+"""On the first raw relevance node: the JSON list of the result's modalities (absent in older scenes: the six)."""
+OUTPUT_PREFIXES = ("relevance_", "overlay_", RAW_ROLE)
+"""Role prefixes of the module's per-modality outputs (heatmap, overlay, raw map), followed by the modality name."""
+
+
+def other_modality_roles(scene, modalities: Sequence[str]) -> list[str]:
+    """Roles of the module's per-modality outputs in ``scene`` for modalities not in ``modalities`` (an earlier
+    result of a model with other inputs): removed when a result replaces it, so a reloaded scene is unambiguous."""
+    roles = {node.GetAttribute(OUTPUT_ATTRIBUTE) for node in output_nodes(scene) if node.IsA("vtkMRMLVolumeNode")}
+    wanted = {f"{prefix}{m}" for prefix in OUTPUT_PREFIXES for m in modalities}
+    return sorted(r for r in roles if r.startswith(OUTPUT_PREFIXES) and r not in wanted)
+
+
+def saved_modalities(scene) -> tuple[str, ...]:
+    """The modalities of the result saved in ``scene`` (the list its first raw map records; older scenes: the
+    six)."""
+    for node in output_nodes(scene):
+        if node.GetAttribute(OUTPUT_ATTRIBUTE).startswith(RAW_ROLE) and node.GetAttribute(MODALITIES_ATTRIBUTE):
+            return tuple(json.loads(node.GetAttribute(MODALITIES_ATTRIBUTE)))
+    return MODALITIES

@@ -10,7 +10,7 @@ Widget only calls :meth:`RunController.start`, :meth:`RunController.poll` (from 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import partial
@@ -23,6 +23,7 @@ from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.mrml.case import write_case_folder
 from LRPSegmentationLib.mrml.job import BandsRequest, ChildRequest, ExplainRequest, ProgressEvent, start_explain
 from LRPSegmentationLib.mrml.live import LiveExplanation, band_key, slider_filter
+from LRPSegmentationLib.net.weights import model_modalities
 from LRPSegmentationLib.pipeline.band_files import BANDS_FILE, BANDS_JSON, BandFile, BandFileError, read_band_scores
 
 
@@ -109,19 +110,24 @@ class RunStatus:
 
 @dataclass(frozen=True)
 class RunInputs:
-    """The input nodes of a run and the modification times of their voxels when it started."""
+    """The input nodes of a run (one per model modality, in the model's order) and the modification times of their
+    voxels when it started."""
 
     volumes: dict[str, Any]
     ground_truth: Any | None = None
     stamps: tuple[int, ...] = field(default=(), compare=False)
 
     @classmethod
-    def of(cls, volumes: Mapping[str, Any], ground_truth=None) -> RunInputs:
-        problems = input_problems(volumes)
+    def of(cls, volumes: Mapping[str, Any], ground_truth=None, modalities: Sequence[str] = MODALITIES) -> RunInputs:
+        problems = input_problems(volumes, modalities)
         if problems:
             raise RunError(f"Select one volume of its own for each modality; not yet for: {', '.join(problems)}.")
-        nodes = [volumes[m] for m in MODALITIES]
-        return cls({m: volumes[m] for m in MODALITIES}, ground_truth, _stamps([*nodes, ground_truth]))
+        nodes = [volumes[m] for m in modalities]
+        return cls({m: volumes[m] for m in modalities}, ground_truth, _stamps([*nodes, ground_truth]))
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.volumes)
 
     def changed(self) -> bool:
         """Whether any input node was removed from its scene or had its voxels changed since :meth:`of`."""
@@ -139,10 +145,11 @@ def followed(status: RunStatus, job: JobProtocol) -> RunStatus:
     return replace(status, elapsed=job.elapsed)
 
 
-def input_problems(volumes: Mapping[str, Any]) -> list[str]:
-    """Modalities without a volume, and modalities given the volume of another one (each needs its own)."""
+def input_problems(volumes: Mapping[str, Any], modalities: Sequence[str] = MODALITIES) -> list[str]:
+    """Modalities (of the model's list) without a volume, and modalities given the volume of another one (each needs
+    its own)."""
     problems, seen = [], {}
-    for modality in MODALITIES:
+    for modality in modalities:
         node = volumes.get(modality)
         if node is None:
             problems.append(modality)
@@ -228,10 +235,12 @@ class RunController:
         return self.job is not None and self.status.running
 
     # -------------------------------------------------------------------------------------------- starting
-    def start(self, volumes: Mapping[str, Any], ground_truth=None, settings: RunSettings = RunSettings()) -> None:
+    def start(self, volumes: Mapping[str, Any], ground_truth=None, settings: RunSettings = RunSettings(),
+              modalities: Sequence[str] | None = None) -> None:
         """Explain these inputs (the raw map; final-map filters are applied live by :meth:`show_filter`); stops the
-        band grid of the previous result."""
-        inputs = RunInputs.of(volumes, ground_truth)
+        band grid of the previous result. ``volumes`` maps each of ``modalities`` (default: the model's list, from
+        its metadata) to its volume node."""
+        inputs = RunInputs.of(volumes, ground_truth, modalities or model_modalities(settings.model))
         if self.running:
             raise RunError("A computation is already running: wait for it or cancel it first.")
         self._stop_grid()
@@ -245,7 +254,7 @@ class RunController:
             target=settings.target, filter=band.kind.value, alpha=band.high, alpha_low=band.low,
             where=(options.FilterPlacement.OUTPUT if band == NO_FILTER else options.FilterPlacement.LAYERS).value)
         try:
-            write_case_folder(inputs.volumes, request.case_dir, inputs.ground_truth)
+            write_case_folder(inputs.volumes, request.case_dir, inputs.ground_truth, inputs.modalities)
             job = self.jobs(request)
         except Exception:
             shutil.rmtree(request.case_dir.parent, ignore_errors=True)
@@ -337,7 +346,7 @@ class RunController:
             self.result_inputs = self.result_settings = None
             return False
         volumes, truth, settings = self.live.inputs_in_scene
-        self.result_inputs = RunInputs.of(volumes, truth)
+        self.result_inputs = RunInputs.of(volumes, truth, self.live.modalities)
         self.result_settings = RunSettings.from_description(settings)
         self._start_grid()  # the grid is recomputed in the background: the in-chain slider shows it pending
         return True
@@ -372,7 +381,8 @@ class RunController:
             self.work_folder, model=settings.model, device=settings.device, rule=settings.rule,
             target=settings.target, step=self.band_step, chunk=self.band_chunk)
         try:
-            write_case_folder(self.result_inputs.volumes, request.case_dir, self.result_inputs.ground_truth)
+            write_case_folder(self.result_inputs.volumes, request.case_dir, self.result_inputs.ground_truth,
+                              self.result_inputs.modalities)
             job = self.jobs(request)
         except Exception as error:  # the result stays usable without its grid
             shutil.rmtree(request.case_dir.parent, ignore_errors=True)
@@ -450,8 +460,9 @@ class RunController:
         """Why the shown result no longer matches these inputs and settings (None while it does)."""
         if self.live is None or self.result_inputs is None:
             return None
-        current = {m: volumes.get(m) for m in MODALITIES}
-        if current != self.result_inputs.volumes or ground_truth is not self.result_inputs.ground_truth:
+        current = {m: volumes.get(m) for m in self.result_inputs.volumes}
+        inputs = current != self.result_inputs.volumes or ground_truth is not self.result_inputs.ground_truth
+        if inputs and settings.model == self.result_settings.model:  # else the model's change says it (other inputs)
             return "The inputs changed since this result was computed: run again to update it."
         if self.result_inputs.changed():
             return "The input voxels changed since this result was computed: run again to update it."

@@ -8,12 +8,14 @@ as in Slicer's console API; the scene, the work folder, the job factory and the 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from LRPSegmentationLib import options
-from LRPSegmentationLib.mrml import case, checks, job, live, panel, run, tables
+from LRPSegmentationLib.data.modalities import MODALITIES
+from LRPSegmentationLib.mrml import case, checks, dependencies, job, live, panel, run, tables
+from LRPSegmentationLib.net.weights import model_modalities
 
 
 class ExplanationSession:
@@ -36,6 +38,7 @@ class ExplanationSession:
         self._watched: tuple[Any, list] | None = None  # the live view whose lazy voxels follow scene events
         self._filtered_at = 0.0
         self.ended = False  # whether the last poll saw the explanation or the check end
+        self._ensured: set[str] = set()  # the model paths whose dependencies are installed
 
     @property
     def live(self):
@@ -52,9 +55,10 @@ class ExplanationSession:
         return self.running or self.gridRunning or self.controller.grid_exiting or self.checkRunning
 
     # ------------------------------------------------------------------------------------------------- cases
-    def loadCaseFolder(self, folder) -> case.CaseNodes:
-        """Load an ISLES (or flat ADC.nii.gz ...) case folder as six named volumes (+ OT labelmap)."""
-        return self.onCaseLoaded(case.load_case_folder(self.scene, folder))
+    def loadCaseFolder(self, folder, modalities: Sequence[str] = MODALITIES) -> case.CaseNodes:
+        """Load a case folder (ISLES 2017, ISLES 2022 or flat ``ADC.nii.gz`` ...) as one named volume per modality of
+        ``modalities`` (the model's list, e.g. ``logic.modelModalities(path)``; default our U-Net's six) + OT."""
+        return self.onCaseLoaded(case.load_case_folder(self.scene, folder, modalities))
 
     def loadSyntheticSample(self, seed: int = 2017) -> case.CaseNodes:
         """Generate (once, in the work folder) and load a synthetic ISLES-like case."""
@@ -66,28 +70,59 @@ class ExplanationSession:
 
     @staticmethod
     def selectCase(parameters: Any, nodes: case.CaseNodes) -> None:
-        """Put a loaded case's volumes and ground truth into the panel's parameters."""
-        for modality, node in nodes.volumes.items():
-            setattr(parameters, panel.VOLUME_PARAMETERS[modality], node)
+        """Put a loaded case's volumes (slot k: its k-th modality) and ground truth into the panel's parameters."""
+        panel.select_volumes(parameters, nodes.volumes)
         parameters.groundTruth = nodes.ground_truth
+
+    def loadCaseIntoPanel(self, parameters: Any, folder) -> case.CaseNodes:
+        """The panel's "Load case folder": the modalities of the panel's model, selected in its slots."""
+        nodes = self.loadCaseFolder(folder, panel.modalities(parameters))
+        self.selectCase(parameters, nodes)
+        return nodes
+
+    @staticmethod
+    def modelModalities(path: str = "") -> tuple[str, ...]:
+        """The input modalities of a model (default: the bundled one; an nnU-Net folder or its plans.json, a MONAI
+        .json description, a .safetensors file), in channel order, from its metadata; raises ValueError."""
+        return model_modalities(panel.model_path(path))
+
+    @staticmethod
+    def dependencyPlan(modelPath: str = "") -> list[list[str]]:
+        """The pip installs :meth:`ensureDependencies` would offer for this model (its route's packages too: MONAI,
+        dynamic-network-architectures), torch aside; [] when everything is there."""
+        return dependencies.planned_installs(panel.model_path(modelPath))
+
+    def ensureDependencies(self, askUser: bool = True, modelPath: str = "") -> bool:
+        """In Slicer: torch through the PyTorch extension, the other packages of this model (:meth:`dependencyPlan`)
+        with pip, asking once per model; False when the user declined."""
+        if modelPath not in self._ensured and dependencies.ensure_installed(askUser, panel.model_path(modelPath)):
+            self._ensured.add(modelPath)
+        return modelPath in self._ensured
 
     @staticmethod
     def modelSummary(path: str = "") -> str:
         """One line about the model file (default: the bundled model), or why it cannot be used."""
         try:
-            return job.model_summary(path or None)
+            return job.model_summary(panel.model_path(path))
         except ValueError as error:
             return str(error)
 
     # -------------------------------------------------------------------------------------------------- runs
     def start(self, volumes: dict, groundTruth=None, *, modelPath=None, device: str = "auto",
               rule: str = options.DEFAULT_PRESET, target: str = options.DEFAULT_TARGET.value) -> None:
-        """Start explaining the six volumes in the background (:meth:`poll` follows it)."""
-        settings = run.RunSettings(Path(modelPath) if modelPath else None, device, rule, target)
+        """Start explaining the volumes (one per modality of the model) in the background (:meth:`poll` follows
+        it)."""
+        settings = run.RunSettings(panel.model_path(str(modelPath or "")), device, rule, target)
         self.controller.start(volumes, groundTruth, settings)
 
     def startFromParameters(self, parameters: Any) -> None:
-        self.controller.start(panel.input_volumes(parameters), parameters.groundTruth, panel.run_settings(parameters))
+        """The panel's Run: the volumes of its slots as the model's modalities (read from the model's metadata)."""
+        names = self.modelModalities(parameters.modelPath)
+        if len(names) > len(panel.VOLUME_SLOTS):
+            raise run.RunError(f"The model takes {len(names)} modalities but the panel has {len(panel.VOLUME_SLOTS)} "
+                               "inputs: explain it from the Python console (logic.explain) or with lrpseg explain.")
+        self.controller.start(panel.input_volumes(parameters, names), parameters.groundTruth,
+                              panel.run_settings(parameters), names)
 
     def poll(self, parameters: Any = None) -> run.RunStatus:
         """Progress of the running job; imports its result once it ended (shown with the filter and display of the
@@ -208,8 +243,8 @@ class ExplanationSession:
             self.controller.show_filter(*panel.filter_band(parameters))
             self._filtered_at = time.monotonic()
         if change & panel.Change.DISPLAY:
-            self.showViews(parameters.singleView, parameters.viewModality, parameters.opacity,
-                           parameters.showOutlines)
+            self.showViews(parameters.singleView, panel.view_modality(parameters, self.live.modalities),
+                           parameters.opacity, parameters.showOutlines)
 
     def staleReason(self, parameters: Any) -> str | None:
         """Why the result shown no longer matches the panel's inputs and settings (None while it does)."""
@@ -218,7 +253,8 @@ class ExplanationSession:
 
     def showViews(self, singleView: bool = False, modality: str = "ADC", opacity: float = 0.6,
                   showOutlines: bool = True) -> None:
-        """The linked 2x3 layout (or one view of ``modality``) with each heatmap over its modality."""
+        """The linked grid of one view per modality (2x3 for six) or one view of ``modality``, with each heatmap over
+        its modality."""
         if self.live is not None:
             self.live.show(singleView, modality, opacity, showOutlines)
             self._watch(self.live)

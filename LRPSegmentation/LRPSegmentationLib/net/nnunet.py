@@ -45,6 +45,19 @@ def is_nnunet_folder(path: Path) -> bool:
     return path.is_dir() and ((path / "plans.json").is_file() or (path.parent / "plans.json").is_file())
 
 
+def channel_names(dataset: dict) -> list[str]:
+    """The input channel names of a ``dataset.json`` (``channel_names``, or nnU-Net v1's ``modality``), in order."""
+    channels = dataset.get("channel_names") or dataset.get("modality") or {}
+    return [str(channels[k]) for k in sorted(channels, key=int)]
+
+
+def folder_modalities(path: Path | str) -> tuple[str, ...]:
+    """The input modalities of a trained-model (or fold) folder, from its ``dataset.json``; needs no torch."""
+    path = Path(path)
+    root = path if (path / "plans.json").is_file() else path.parent
+    return tuple(channel_names(_read_json(root / "dataset.json")))
+
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -294,8 +307,7 @@ def load_nnunet(path: Path | str, device: str | Any = "cpu", fold: int | None = 
     init = checkpoint.get("init_args") or {}
     name = init.get("configuration") or root.name.rsplit("__", 1)[-1]
     config = configuration(plans, name, root / "plans.json")
-    channels = dataset.get("channel_names") or dataset.get("modality") or {}
-    modalities = [str(channels[k]) for k in sorted(channels, key=int)]
+    modalities = channel_names(dataset)
     labels = dataset.get("labels", {})
     if any(isinstance(v, (list, tuple)) for v in labels.values()):
         raise WeightsError(f"{root}: region-based nnU-Net models (sigmoid outputs) are not supported; train with "

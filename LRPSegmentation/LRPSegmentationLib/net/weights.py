@@ -11,6 +11,7 @@ import json
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -178,18 +179,56 @@ def save_model(model, info: ModelInfo, path: Path | str) -> Path:
 def load_model(path: Path | str | None = None, device: str | Any = "cpu") -> LoadedModel:
     """Load any supported model: an nnU-Net v2 trained-model (or fold) folder, a MONAI JSON description, or one of
     our ``.safetensors`` model files (the bundled one when ``path`` is None); eval mode on ``device``."""
-    if path is not None:
-        from LRPSegmentationLib.net.nnunet import is_nnunet_folder, load_nnunet
-        from LRPSegmentationLib.net.peer import is_monai_description, load_monai
+    route = model_route(path)
+    if route is ModelRoute.NNUNET:
+        from LRPSegmentationLib.net.nnunet import load_nnunet
 
-        if is_nnunet_folder(Path(path)):
-            return load_nnunet(path, device)
-        if is_monai_description(Path(path)):
-            return load_monai(path, device)
-        if Path(path).is_dir():
-            raise WeightsError(f"{path}: a folder, but no nnU-Net v2 trained-model folder (no plans.json); give a "
-                               "model file, a MONAI .json description or an nnU-Net trained-model folder.")
+        return load_nnunet(path, device)
+    if route is ModelRoute.MONAI:
+        from LRPSegmentationLib.net.peer import load_monai
+
+        return load_monai(path, device)
     return load_unet(path, device)
+
+
+class ModelRoute(Enum):
+    """How a model path is loaded: one of our model files, a MONAI JSON description, an nnU-Net v2 folder."""
+
+    LRPSEG = "lrpseg"
+    MONAI = "monai"
+    NNUNET = "nnunet"
+
+
+def model_route(path: Path | str | None) -> ModelRoute:
+    """The route of ``path`` (None: the bundled model) from cheap checks of the path; needs no torch."""
+    if path is None:
+        return ModelRoute.LRPSEG
+    from LRPSegmentationLib.net.nnunet import is_nnunet_folder
+    from LRPSegmentationLib.net.peer import is_monai_description
+
+    if is_nnunet_folder(Path(path)):
+        return ModelRoute.NNUNET
+    if is_monai_description(Path(path)):
+        return ModelRoute.MONAI
+    if Path(path).is_dir():
+        raise WeightsError(f"{path}: a folder, but no nnU-Net v2 trained-model folder (no plans.json); give a "
+                           "model file, a MONAI .json description or an nnU-Net trained-model folder.")
+    return ModelRoute.LRPSEG
+
+
+def model_modalities(path: Path | str | None = None) -> tuple[str, ...]:
+    """The input modalities of a model, in channel order, from its metadata alone (no weights read, no torch): what
+    the Slicer module's selectors follow. None: the bundled model."""
+    route = model_route(path)
+    if route is ModelRoute.NNUNET:
+        from LRPSegmentationLib.net.nnunet import folder_modalities
+
+        return folder_modalities(path)
+    if route is ModelRoute.MONAI:
+        from LRPSegmentationLib.net.peer import read_description
+
+        return tuple(str(m) for m in read_description(path)["modalities"])
+    return tuple(read_metadata(path if path is not None else bundled_model_path()).modalities)
 
 
 def load_unet(path: Path | str | None = None, device: str | Any = "cpu") -> LoadedModel:

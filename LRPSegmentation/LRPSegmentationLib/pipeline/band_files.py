@@ -39,17 +39,18 @@ def explain_case_bands(case: Case, loaded: LoadedModel, settings: ExplainSetting
                        bands: Sequence[AmplitudeFilter], device: str | torch.device = "auto", chunk: int = 16,
                        notify: Callable[[str], None] | None = None,
                        progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, float]:
-    """(relevance (K, 6, D, H, W) float32 on the native grid, seconds) of ``case`` for each in-chain band.
+    """(relevance (K, C, D, H, W) float32 on the native grid, seconds) of ``case`` (C: the model's modalities) for
+    each in-chain band.
 
     torch is imported here: the reader and writer of this module serve the Slicer process, which has none."""
     from LRPSegmentationLib.lrp.bands import explain_bands
     from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
-    from LRPSegmentationLib.net.preprocess import PreprocessSpec, prepare_input, relevance_to_native
+    from LRPSegmentationLib.net.preprocess import Interpolation
     from LRPSegmentationLib.pipeline.explain_case import target_on_model_grid
 
-    spec = PreprocessSpec.from_dict(loaded.info.preprocess)
-    x = prepare_input(case.images, spec)
-    target = target_on_model_grid(settings.target, case, spec)
+    prep = loaded.prep()  # the model's own preprocessing (resize, or nnU-Net's), as explain_case
+    x = prep.prepare(case.images, case.geometry.spacing)
+    target = target_on_model_grid(settings.target, case, prep)
     started = time.perf_counter()
 
     def run(target_device: torch.device) -> torch.Tensor:
@@ -58,13 +59,14 @@ def explain_case_bands(case: Case, loaded: LoadedModel, settings: ExplainSetting
 
     relevance, _ = run_with_cpu_fallback(run, resolve_device(device), notify)
     seconds = time.perf_counter() - started
-    native = np.stack([relevance_to_native(r, case.geometry.shape) for r in relevance])  # sums kept, as explain_case
+    native = np.stack([prep.to_native(r, case.geometry.shape, Interpolation.MASS) for r in relevance])  # sums kept
     return native.astype(np.float32), seconds
 
 
 def band_scores(relevance: np.ndarray, case: Case) -> list[dict]:
     """The scores of each band's (unfiltered) map, from float32, as JSON-ready dicts."""
-    return [score_explanation(r, case.images, case.ground_truth).to_dict() for r in relevance]
+    return [score_explanation(r, case.images, case.ground_truth, modalities=case.modalities).to_dict()
+            for r in relevance]
 
 
 def write_bands(path: Path | str, bands: Sequence[AmplitudeFilter], relevance: np.ndarray) -> Path:

@@ -180,9 +180,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.device not in ("auto", "cpu"):
         progress.note(f"lrpseg check runs on the CPU (--device {args.device} is not used)")
     progress("load", 0.0, f"reading {args.case}")
+    loaded = load_model(args.model)
+    if loaded.kind != "lrpseg":
+        raise ValueError(f"lrpseg check takes our U-Net model files only, not this {loaded.kind} model (its "
+                         "preprocessing is not in the check yet); explain it with lrpseg explain.")
     case = load_case(args.case)
     settings = explain_settings(args, case)
-    loaded = load_model(args.model)
     filt = settings.filter if args.filter != "none" else PAPER_FILTER
     parts = tuple(part for part in PARTS if getattr(args, part))
     import re
@@ -223,13 +226,13 @@ def cmd_bands(args: argparse.Namespace) -> int:
     from LRPSegmentationLib.pipeline.outputs import ResultWriter
 
     progress = Progress(args.progress)
-    case = load_case(args.case)
+    loaded = load_model(args.model)
+    case = load_case(args.case, modalities=loaded.modalities)
     settings = explain_settings(args, case)
     bands = (band_grid(args.step) if args.bands is None else
              tuple(dict.fromkeys(AmplitudeFilter.parse(s) for s in args.bands.split(";") if s.strip())))
     if args.chunk < 1:
         raise ValueError(f"--chunk must be at least 1, got {args.chunk}.")
-    loaded = load_model(args.model)
     progress("explain", 0.05, f"{len(bands)} in-chain bands, {settings.preset} rules, {args.chunk} per forward pass")
     relevance, seconds = explain_case_bands(
         case, loaded, settings, bands, args.device, args.chunk, notify=progress.note,

@@ -26,6 +26,12 @@ def relevance_file(modality: str, filtered: bool = False) -> str:
     return f"relevance_{modality}{'_filtered' if filtered else ''}.nii.gz"
 
 
+def read_provenance(out_dir: Path | str) -> dict:
+    """The ``provenance.json`` of an explanation run ({} when there is none). Torch-free, for the Slicer side."""
+    path = Path(out_dir) / PROVENANCE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def read_note(out_dir: Path | str) -> str | None:
     """The one-line note of an explanation run (e.g. "no lesion predicted: showing lesion evidence"), read from
     its scores file; None when the run has none (or wrote no scores). Torch-free, for the Slicer side."""
