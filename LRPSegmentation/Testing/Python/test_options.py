@@ -61,10 +61,11 @@ def test_child_request_accepts_exactly_the_vocabulary(tmp_path):
 
 
 def test_panel_choices_come_from_the_vocabulary():
-    """Every Choice list of the parameter node is built from options (or the modality list), never spelled out."""
+    """Every Choice list of the parameter node is built from options, never spelled out (device, rule, target,
+    filter kind, placement; the single view's modality is a plain string: it follows the model's modality list)."""
     tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
     choices = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Choice"]
-    assert len(choices) == 6
+    assert len(choices) == 5
     for call in choices:
         assert not any(isinstance(n, ast.Constant) and isinstance(n.value, str) for n in ast.walk(call.args[0])), \
             ast.unparse(call)
