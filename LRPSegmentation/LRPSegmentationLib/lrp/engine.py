@@ -189,6 +189,7 @@ class _Session:
         self.module, self.composite, self.bounds = module, composite, bounds
         self.names = {m: n for n, m in module.named_modules()}
         self.records: dict[str, TapRecord] = {}
+        self.record = record  # False: the taps only filter (no sums)
         self.taps = {n: Tap(n, tap_filter if n in filtered else None, self.records, n in signed, record)
                      for n in recorded}
         self.stack: list[nn.Module] = []
@@ -427,7 +428,7 @@ class _Forward:
     def backward(self, retain: bool = False) -> Explanation:
         session, output, start = self.session, self.output, self.start
         session.records.clear()
-        Tap("output", None, session.records, record=all(t.record for t in session.taps.values())).apply(start)
+        Tap("output", None, session.records, record=session.record).apply(start)
         relevance = None
         if output.requires_grad:
             with fast_convolutions():
