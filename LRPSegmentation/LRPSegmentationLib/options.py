@@ -103,6 +103,10 @@ GENERATOR_FAMILIES: tuple[str, ...] = ("procedural", "anatomy", "ellipsoid")
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cuda", "cpu")
 """Where the network runs: "auto" takes the GPU when PyTorch sees one, else the CPU."""
 
+BAND_CHUNK = 16
+"""In-chain bands computed from one explained forward pass (one backward sweep each; memory that of one
+explanation): ``lrpseg bands --chunk``, the panel's background band grid."""
+
 
 def values(choices) -> list[str]:
     """The string values of an Enum class (or the items of a tuple of names), in order: for CLI and GUI lists."""

@@ -18,7 +18,7 @@ from LRPSegmentationLib.analysis.filters import PAPER_CLAMP_GRID, PAPER_PASS_GRI
 from LRPSegmentationLib.lrp.engine import StartRelevance, explain_filters
 from LRPSegmentationLib.lrp.errors import ExplainInputError
 from LRPSegmentationLib.lrp.taps import tap_filter
-from LRPSegmentationLib.options import DEFAULT_PRESET, FilterKind
+from LRPSegmentationLib.options import BAND_CHUNK, DEFAULT_PRESET, FilterKind
 
 __all__ = ["band_grid", "explain_bands"]
 
@@ -36,7 +36,7 @@ def band_grid(step: float = 0.05) -> tuple[AmplitudeFilter, ...]:
 
 def explain_bands(model: nn.Module, x: torch.Tensor, start_relevance: StartRelevance,
                   bands: Iterable[AmplitudeFilter | str], preset: str = DEFAULT_PRESET, *,
-                  taps: Iterable[str] | None = None, chunk: int = 16,
+                  taps: Iterable[str] | None = None, chunk: int = BAND_CHUNK,
                   progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Input relevance (len(bands), C, ...) of one input ``x`` (1, C, ...) for each in-chain band.
 

@@ -184,7 +184,7 @@ class BandsRequest(ChildRequest):
 
     bands: str | None = None
     step: float = 0.05
-    chunk: int = 16
+    chunk: int = options.BAND_CHUNK
     RUN_PREFIX: ClassVar[str] = "bands-"
 
     def __post_init__(self) -> None:

@@ -210,7 +210,7 @@ class RunController:
     """
 
     def __init__(self, scene, work_folder: Path | str, jobs: JobFactory, keep_runs: int = 0,
-                 precompute_bands: bool = False, band_step: float = 0.05, band_chunk: int = 16) -> None:
+                 precompute_bands: bool = False, band_step: float = 0.05, band_chunk: int = options.BAND_CHUNK) -> None:
         self.scene = scene
         self.work_folder = Path(work_folder)
         self.jobs = jobs

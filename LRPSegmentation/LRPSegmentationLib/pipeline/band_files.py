@@ -20,6 +20,7 @@ from LRPSegmentationLib.analysis.compact import compact_map
 from LRPSegmentationLib.analysis.filters import AmplitudeFilter
 from LRPSegmentationLib.analysis.scores import ExplanationScores, score_explanation
 from LRPSegmentationLib.data.caseio import Case
+from LRPSegmentationLib.options import BAND_CHUNK
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +37,7 @@ class BandFileError(ValueError):
 
 
 def explain_case_bands(case: Case, loaded: LoadedModel, settings: ExplainSettings,
-                       bands: Sequence[AmplitudeFilter], device: str | torch.device = "auto", chunk: int = 16,
+                       bands: Sequence[AmplitudeFilter], device: str | torch.device = "auto", chunk: int = BAND_CHUNK,
                        notify: Callable[[str], None] | None = None,
                        progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, float]:
     """(relevance (K, C, D, H, W) float32 on the native grid, seconds) of ``case`` (C: the model's modalities) for

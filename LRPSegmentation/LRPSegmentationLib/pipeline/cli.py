@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(bands, "folder for bands.npz (float16 maps, float32 maxima) and bands.json (settings, scores)")
     bands.add_argument("--bands", help="e.g. 'pass:0.2;clamp:0.1' (default: the paper's grids plus --step steps)")
     bands.add_argument("--step", type=float, default=0.05, help="alpha step of the default grid")
-    bands.add_argument("--chunk", type=int, default=16,
+    bands.add_argument("--chunk", type=int, default=options.BAND_CHUNK,
                        help="bands sharing one forward pass (its graph is kept for their backward sweeps)")
     add_explain_options(bands, with_filter=False)
 

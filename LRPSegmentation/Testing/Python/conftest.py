@@ -65,3 +65,11 @@ def silent_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model.head[0].bias.copy_(torch.tensor([20.0, -20.0]))
     info = ModelInfo(config=model.config.to_dict(), preprocess=PreprocessSpec(size=(8, 16, 16)).to_dict())
     return save_model(model, info, tmp_path_factory.mktemp("silent") / "silent.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_case_args(synthetic_case_dir: Path, tiny_model_file: Path) -> list[str]:
+    """The synthetic case and the tiny model as ``lrpseg`` arguments (CPU, no progress bar, probability target):
+    what the replay fixtures run real child commands with."""
+    return [str(synthetic_case_dir), "--model", str(tiny_model_file), "--device", "cpu", "--progress", "none",
+            "--target", "probability"]

@@ -32,11 +32,10 @@ METHODS = ("lrp-epsilon", "lrp-epsilon+clamp[0,0.2]", "gradient")
 
 
 @pytest.fixture(scope="module")
-def replays(synthetic_case_dir, tiny_model_file, tmp_path_factory) -> dict[str, Path]:
+def replays(tiny_case_args, tmp_path_factory) -> dict[str, Path]:
     """Real output folders: ``lrpseg explain`` (the result checked) and ``lrpseg check`` of it."""
     root = tmp_path_factory.mktemp("check-replays")
-    common = [str(synthetic_case_dir), "--model", str(tiny_model_file), "--device", "cpu", "--progress", "none",
-              "--target", "probability"]
+    common = tiny_case_args
     assert cli_main(["explain", *common, "--out", str(root / "raw")]) == 0
     assert cli_main(["check", *common, "--out", str(root / "check"), "--depths", "2", "--no-plots",
                      "--methods", ",".join(METHODS)]) == 0

@@ -30,11 +30,10 @@ BAND = AmplitudeFilter.clamp_band(0.3)
 
 
 @pytest.fixture(scope="module")
-def replays(synthetic_case_dir, tiny_model_file, tmp_path_factory) -> dict[str, Path]:
+def replays(tiny_case_args, tmp_path_factory) -> dict[str, Path]:
     """Real ``lrpseg explain`` output folders: the raw map, and the in-chain band clamp [0, 0.3]."""
     root = tmp_path_factory.mktemp("replays")
-    common = [str(synthetic_case_dir), "--model", str(tiny_model_file), "--device", "cpu", "--progress", "none",
-              "--target", "probability"]
+    common = tiny_case_args
     assert cli_main(["explain", *common, "--out", str(root / "raw")]) == 0
     assert cli_main(["explain", *common, "--out", str(root / "band"), "--where", "layers", "--filter", "clamp",
                      "--alpha", "0.3"]) == 0

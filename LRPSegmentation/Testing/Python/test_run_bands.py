@@ -37,11 +37,10 @@ BAND = AmplitudeFilter.clamp_band(0.25)
 
 
 @pytest.fixture(scope="module")
-def replays(synthetic_case_dir, tiny_model_file, tmp_path_factory) -> dict[str, Path]:
+def replays(tiny_case_args, tmp_path_factory) -> dict[str, Path]:
     """Real output folders: the raw map, the in-chain band pass [0, 0.3], and the band grid GRID."""
     root = tmp_path_factory.mktemp("band_replays")
-    common = [str(synthetic_case_dir), "--model", str(tiny_model_file), "--device", "cpu", "--progress", "none",
-              "--target", "probability"]
+    common = tiny_case_args
     assert cli_main(["explain", *common, "--out", str(root / "raw")]) == 0
     assert cli_main(["explain", *common, "--out", str(root / "band"), "--where", "layers", "--filter", "pass",
                      "--alpha", "0.3"]) == 0
