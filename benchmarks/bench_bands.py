@@ -26,6 +26,10 @@ def main() -> None:
 
     import torch
 
+    from LRPSegmentationLib.pipeline.cli import keep_freed_cpu_memory
+
+    keep_freed_cpu_memory()  # as in the lrpseg processes that compute a band alone or the grid
+
     from LRPSegmentationLib.data.synthetic import generate_case
     from LRPSegmentationLib.lrp import explain
     from LRPSegmentationLib.lrp.bands import band_grid, explain_bands

@@ -70,15 +70,15 @@ def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
 
 def _share(relevance: torch.Tensor, z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """``relevance / stabilize(z)``, a fresh tensor: one temporary (the denominator, divided in place), or while
-    :func:`keeping_states` the denominator kept for the next sweeps."""
+    :func:`keeping_states` a product with the reciprocal denominator kept for the next sweeps (one pass each)."""
     if not _KEEPING[0]:
         den = stabilize(z, epsilon)
         return torch.div(relevance, den, out=den)
     key = (id(z), epsilon)
     kept = _DENOMINATORS.get(key)
     if kept is None or kept[0] is not z:
-        kept = _DENOMINATORS[key] = (z, stabilize(z, epsilon))
-    return relevance / kept[1]
+        kept = _DENOMINATORS[key] = (z, stabilize(z, epsilon).reciprocal_())
+    return relevance * kept[1]
 
 
 # --------------------------------------------------------------------------------------------
