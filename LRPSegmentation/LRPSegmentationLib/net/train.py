@@ -17,11 +17,13 @@ from torch.nn import functional as F
 from LRPSegmentationLib import __version__
 from LRPSegmentationLib.analysis.metrics import dice
 from LRPSegmentationLib.data.caseio import Case, load_case
+from LRPSegmentationLib.lrp.convolution import fast_convolutions
 from LRPSegmentationLib.net.devices import resolve_device
 from LRPSegmentationLib.net.model import UNet3D, UNetConfig
 from LRPSegmentationLib.net.predict import predict_case
-from LRPSegmentationLib.net.preprocess import SERIES_GRIDS, PreprocessSpec, prepare_input, prepare_label
+from LRPSegmentationLib.net.preprocess import SERIES_GRIDS, PreprocessSpec, normalize, prepare_input, prepare_label
 from LRPSegmentationLib.net.weights import LoadedModel, ModelInfo, WeightsError, load_model, save_model
+from LRPSegmentationLib.options import IntensityNormalization
 
 
 class LossKind(str, Enum):
@@ -119,13 +121,19 @@ def augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tup
     return x * scale + noise * (x != 0), y
 
 
-def randomise_batch(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Domain randomisation of each item of a batch, seeded from ``generator`` (so a resumed run repeats it)."""
+def randomise_batch(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
+                    normalization: IntensityNormalization = IntensityNormalization.MINMAX,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Domain randomisation of each item of a min-max scaled batch, seeded from ``generator`` (so a resumed run
+    repeats it); each view is then normalised with ``normalization`` unless that is min-max (its range is the
+    randomised one's)."""
     from LRPSegmentationLib.data.randomise import randomise_sample
 
     views = [randomise_sample(np.random.default_rng(int(torch.randint(2**31 - 1, (), generator=generator))),
                               x[i].numpy(), y[i].numpy()) for i in range(x.shape[0])]
-    return torch.from_numpy(np.stack([v[0] for v in views])), torch.from_numpy(np.stack([v[1] for v in views]))
+    images = [v[0] if normalization is IntensityNormalization.MINMAX else normalize(v[0], normalization)
+              for v in views]
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack([v[1] for v in views]))
 
 
 def epoch_learning_rate(config: TrainConfig, epoch: int) -> float:
@@ -226,7 +234,10 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
     if config.preprocess.size is None and config.batch_size > 1:
         raise ValueError("Batches larger than 1 need a fixed grid size (--size A, B, C, X or DxHxW).")
     train_cases, held_cases = split_cases(cases, config.validation_fraction, config.seed)
-    samples = [(prepare_input(c.images, config.preprocess), prepare_label(c.ground_truth, config.preprocess))
+    # Domain randomisation works on min-max scaled views; other normalisations are applied after it.
+    view_spec = replace(config.preprocess, normalization=IntensityNormalization.MINMAX) if config.randomise \
+        else config.preprocess
+    samples = [(prepare_input(c.images, view_spec), prepare_label(c.ground_truth, config.preprocess))
                for c in train_cases]
 
     model = UNet3D(UNetConfig(base_width=config.base_width)).to(target_device)
@@ -283,15 +294,15 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
             x = torch.cat([samples[i][0] for i in batch])
             y = torch.cat([samples[i][1] for i in batch])
             if config.randomise:
-                x, y = randomise_batch(x, y, generator)
+                x, y = randomise_batch(x, y, generator, config.preprocess.normalization)
             elif config.augment:
                 x, y = augment(x, y, generator)
             x, y = x.to(target_device), y.to(target_device)
-            with torch.autocast(target_device.type, enabled=use_amp):
+            with torch.autocast(target_device.type, enabled=use_amp), fast_convolutions():
                 logits = model(x)
                 loss = compute_loss(logits, y, config.loss)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             losses.append(float(loss.detach()))

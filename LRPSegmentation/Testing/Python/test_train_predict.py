@@ -146,3 +146,35 @@ def test_fine_tuning_with_domain_randomisation_records_its_start(tiny_dataset, t
     with pytest.raises(ValueError, match="architecture differs"):
         train(tiny_dataset, tmp_path / "wide", TrainConfig(**{**robust.__dict__, "base_width": 4}), device="cpu",
               show_bar=False, init=tiny_model_file)
+
+
+def test_randomised_views_are_normalised_like_the_model_input():
+    """Domain randomisation acts on min-max scaled views; a z-score model then sees each view z-scored over its
+    brain (mean 0, sd 1), with the background left at 0 and the label following the flips."""
+    import torch
+
+    from LRPSegmentationLib.net.preprocess import prepare_input, prepare_label
+    from LRPSegmentationLib.net.train import randomise_batch
+    from LRPSegmentationLib.options import IntensityNormalization
+
+    case = generate_case(11, shape=(8, 32, 32))
+    spec = PreprocessSpec(size=(8, 32, 32))
+    x, y = prepare_input(case.images, spec), prepare_label(case.ground_truth, spec)
+    generator = torch.Generator().manual_seed(3)
+    views, labels = randomise_batch(x, y, generator, IntensityNormalization.ZSCORE)
+    brain = views[0].ne(0).any(0)
+    assert brain.any() and not views[0][:, ~brain].any()
+    values = views[0][:, brain]
+    torch.testing.assert_close(values.mean(1), torch.zeros(6), atol=1e-4, rtol=0)
+    torch.testing.assert_close(values.std(1, correction=0), torch.ones(6), atol=1e-4, rtol=0)
+    assert labels.shape == y.shape and int(labels.sum()) > 0
+    minmax, _ = randomise_batch(x, y, torch.Generator().manual_seed(3))
+    assert float(minmax[0][:, brain].mean(1).min()) > 0.05  # the min-max route keeps its randomised range
+
+
+def test_lrpseg_processes_keep_freed_memory_for_reuse():
+    import sys
+
+    from LRPSegmentationLib.pipeline.cli import keep_freed_cpu_memory
+
+    assert keep_freed_cpu_memory() is sys.platform.startswith("linux")
