@@ -60,7 +60,7 @@ def generate_anatomy_case(seed: int, shape=None, spacing=None, territory: str | 
                                    lesion.deficit)
     case = SyntheticCase(images, lesion.infarct.astype(np.uint8), _geometry(rng, shape, spacing), explanation,
                          int(seed), family="anatomy")
-    case.territories = lesion.territories
+    case.territories, case.severity = lesion.territories, lesion.severity
     return case
 
 

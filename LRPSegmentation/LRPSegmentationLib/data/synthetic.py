@@ -117,6 +117,7 @@ class SyntheticCase:
     seed: int
     family: str = "procedural"
     territories: tuple[str, ...] = ()
+    severity: np.ndarray | None = None  # float32 (D, H, W), 0-1: the perfusion deficit's grade (anatomy family)
 
     def to_case(self, case_id: str | None = None) -> Case:
         """The images and ground truth as a :class:`~.caseio.Case` (what the pipeline takes), without files."""

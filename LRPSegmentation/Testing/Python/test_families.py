@@ -54,6 +54,10 @@ def test_stroke_physiology_core_inside_infarct_inside_deficit(anatomy_cases):
     for case in anatomy_cases:
         truth, deficit = case.ground_truth.astype(bool), case.explanation.hypoperfused
         assert deficit[truth].all() and deficit.sum() > truth.sum()
+        # the deficit's grade (what infarct_ceiling.py thresholds): 0-1, zero outside the deficit, highest inside
+        # the infarct
+        assert case.severity.min() >= 0 and case.severity.max() <= 1 and not case.severity[~deficit].any()
+        assert case.severity[truth].mean() > case.severity[deficit & ~truth].mean()
         normal = (channel(case, "ADC") > 400) & (channel(case, "ADC") < 1200) & ~deficit
         # the diffusion core (part of the final infarct) has a lowered ADC
         assert np.percentile(channel(case, "ADC")[truth], 10) < 0.85 * np.median(channel(case, "ADC")[normal])

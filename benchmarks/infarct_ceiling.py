@@ -1,0 +1,47 @@
+"""How well the anatomy family's ground truth can be predicted at all: Dice of the noise-free perfusion deficit
+grade (``severity``), thresholded at one level, against the final infarct, on the cases ``lrpseg evaluate
+--synthetic N --seed S --family anatomy`` scores.
+
+The final infarct is the core plus the part of the penumbra that did not survive, and how much of the penumbra
+that is is drawn per lesion (its edge lies at 23-50% of the deficit's grade, as reperfusion decides in patients; no
+acute map shows it). A model that read the grade perfectly would still have to pick one level: the best such level
+bounds what a segmentation model can reach on this family.
+
+Run: ``python benchmarks/infarct_ceiling.py [--count 20] [--seed 9000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from LRPSegmentationLib.analysis.metrics import dice
+from LRPSegmentationLib.data.synthetic import dataset_seeds, generate_case
+
+LEVELS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+SMALL_ML = 5.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=9000)
+    args = parser.parse_args()
+
+    cases = [generate_case(seed, family="anatomy") for seed in dataset_seeds(args.seed, args.count)]
+    cases = [c for c in cases if c.ground_truth.any()]
+    voxel_ml = [float(np.prod(c.geometry.spacing)) / 1000.0 for c in cases]
+    small = [c.ground_truth.sum() * v < SMALL_ML for c, v in zip(cases, voxel_ml)]
+    print(f"{len(cases)} anatomy lesion cases (seed {args.seed}, {args.count} drawn), {sum(small)} under {SMALL_ML} ml")
+    best = None
+    for level in LEVELS:
+        scores = np.array([dice(c.severity > level, c.ground_truth > 0) for c in cases])
+        small_mean = float(scores[np.array(small)].mean()) if any(small) else float("nan")
+        print(f"grade > {level:.2f}: mean Dice {scores.mean():.3f} (under {SMALL_ML} ml {small_mean:.3f})")
+        best = max(best or (0.0, level), (float(scores.mean()), level))
+    print(f"ceiling: mean Dice {best[0]:.3f} at grade > {best[1]:.2f} (the target is 0.85)")
+
+
+if __name__ == "__main__":
+    main()
