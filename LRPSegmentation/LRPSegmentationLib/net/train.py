@@ -63,8 +63,8 @@ PRESETS: dict[str, TrainConfig] = {
     "small": TrainConfig(epochs=25, base_width=8, loss=LossKind.DICE_CROSS_ENTROPY, augment=True,
                          validation_fraction=0.2, learning_rate=1e-3, betas=(0.9, 0.999),
                          cosine_schedule=True),
-    # The bundled model since generator version 2: small, with domain randomisation, fine-tuned (--init) from
-    # the first bundled model on procedural + anatomy cases (MODEL_CARD.md).
+    # Small, with domain randomisation, for fine-tuning (--init) on procedural + anatomy cases; the bundled model
+    # (version 4) is three such stages with normalization zscore (MODEL_CARD.md).
     "robust": TrainConfig(epochs=3, base_width=8, loss=LossKind.DICE_CROSS_ENTROPY, randomise=True,
                           validation_fraction=0.1, learning_rate=5e-4, betas=(0.9, 0.999), cosine_schedule=True),
 }

@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="folder for model.safetensors and the optimizer state")
     train.add_argument("--preset", choices=("paper", "small", "robust"), default="paper",
                        help="paper: series grid B, 80 epochs, Adam 2e-4 (0.5, 0.9), CE; small: the first bundled "
-                            "model's; robust: the bundled model's (domain randomisation, use with --init)")
+                            "model's; robust: domain randomisation, for fine-tuning with --init (the bundled "
+                            "model: with --normalization zscore, MODEL_CARD.md)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--size", help="A, B, C, X (the paper's series grids), native, or DxHxW")
     train.add_argument("--normalization", choices=options.values(options.IntensityNormalization))
