@@ -298,9 +298,10 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
             elif config.augment:
                 x, y = augment(x, y, generator)
             x, y = x.to(target_device), y.to(target_device)
-            with torch.autocast(target_device.type, enabled=use_amp), fast_convolutions():
-                logits = model(x)
-                loss = compute_loss(logits, y, config.loss)
+            with fast_convolutions():  # CPU float32 only; autocast stays around the forward, as PyTorch advises
+                with torch.autocast(target_device.type, enabled=use_amp):
+                    logits = model(x)
+                    loss = compute_loss(logits, y, config.loss)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
             scaler.step(optimizer)
