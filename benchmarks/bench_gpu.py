@@ -107,6 +107,11 @@ def median_time(fn: Callable[[], object], device: torch.device, repeats: int) ->
     return statistics.median(times), times
 
 
+def print_peak_memory(device: torch.device, label: str) -> None:
+    if device.type == "cuda":
+        print(f"{label}: peak GPU memory so far {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+
+
 def spread(times: list[float]) -> str:
     return f"median of {len(times)}, range {min(times):.3f}-{max(times):.3f} s"
 
@@ -154,8 +159,7 @@ def bench_explain(args, device: torch.device, label: str, card: str) -> None:
     print(f"{label}: paper-width network explain {wide:.3f} s at (1,6,{','.join(map(str, shape))}) (base width "
           f"{width}, {count_parameters(paper) / 1e6:.2f} M parameters, random weights, preset {settings.preset}; "
           f"{spread(times)}) on {card}")
-    if device.type == "cuda":
-        print(f"{label}: peak GPU memory so far {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+    print_peak_memory(device, label)
 
 
 def bench_bands(args, device: torch.device, label: str, card: str) -> None:
@@ -195,8 +199,7 @@ def bench_bands(args, device: torch.device, label: str, card: str) -> None:
         print(f"{label}: {grid_name}, {chunk} per forward pass: {total:.3f} s total, "
               f"{per_band:.4f} s per band = {per_band / single:.2f} x one single-band explanation ({spread(times)}; "
               f"CPU target 0.5x) on {card}")
-    if device.type == "cuda":
-        print(f"{label}: peak GPU memory so far {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
+    print_peak_memory(device, label)
 
 
 def bench_train(args, device: torch.device, label: str, card: str) -> None:
@@ -259,10 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.repeats = 1
     device = choose_device(args.device)
-    if device.type == "cpu":
-        from LRPSegmentationLib.pipeline.cli import keep_freed_cpu_memory
+    from LRPSegmentationLib.pipeline.cli import keep_freed_cpu_memory
 
-        keep_freed_cpu_memory()  # as the lrpseg processes do
+    keep_freed_cpu_memory()  # as the lrpseg processes do
     card = card_name(device)
     label = "gpu" if device.type == "cuda" else "cpu"
     cudnn = torch.backends.cudnn.version() if device.type == "cuda" else None
