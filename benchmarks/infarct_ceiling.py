@@ -2,10 +2,11 @@
 grade (``severity``), thresholded at one level, against the final infarct, on the cases ``lrpseg evaluate
 --synthetic N --seed S --family anatomy`` scores.
 
-The final infarct is the core plus the part of the penumbra that did not survive, and how much of the penumbra
-that is is drawn per lesion (its edge lies at 23-50% of the deficit's grade, as reperfusion decides in patients; no
-acute map shows it). A model that read the grade perfectly would still have to pick one level: the best such level
-bounds what a segmentation model can reach on this family.
+The final infarct is the core plus the deeper part of the penumbra: its edge lies at one deficit grade
+(``data.lesions.INFARCT_GRADE``) in every lesion, so the acute maps determine it. A reader that saw the grade
+perfectly would reach Dice 1 at that level, less through partial volume, CSF and the midline; the best level's
+mean bounds what a segmentation model can reach on this family. (Generator version 2 drew the edge per lesion at
+23-50% of the grade, and this bound was 0.78.)
 
 Run: ``python benchmarks/infarct_ceiling.py [--count 20] [--seed 9000]``.
 """

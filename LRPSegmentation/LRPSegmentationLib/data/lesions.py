@@ -5,7 +5,9 @@ Each focus is an irregular blob around a point drawn in its territory. A field `
 centre in units of the final-infarct radius, roughened by smooth noise) defines three nested regions: the
 core (``q < core``, what diffusion shows), the final infarct (``q < 1``: core plus the part of the penumbra that
 did not survive) and the perfusion deficit (``q < reach``). ``severity`` (1 at the centre, 0 at the deficit's
-edge) grades the perfusion changes (:mod:`.perfusion`). Lesions stay in parenchyma and in their hemisphere.
+edge) grades the perfusion changes (:mod:`.perfusion`). The penumbra that infarcts is the deeper part: the infarct
+edge lies at the grade :data:`INFARCT_GRADE` in every lesion, as when no reperfusion saves it, so the acute maps
+determine the ground truth. Lesions stay in parenchyma and in their hemisphere.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import numpy as np
 
 from LRPSegmentationLib.data.anatomy import WarpedAnatomy
 from LRPSegmentationLib.data.fields import smooth_noise
+
+INFARCT_GRADE = 0.4
+"""Perfusion deficit grade at the final infarct's edge: penumbra graded higher does not survive."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,14 @@ class LesionMaps:
     def healthy(cls, shape: tuple[int, int, int]) -> "LesionMaps":
         empty = np.zeros(shape, bool)
         return cls(empty, empty.copy(), empty.copy(), np.zeros(shape, np.float32), np.zeros(shape, np.float32), ())
+
+
+def _grade(q: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """Deficit grade of the distance field ``q``: 1 at the centre, :data:`INFARCT_GRADE` at the infarct edge
+    (``q = 1``), 0 at the deficit's edge (``q = reach``), linear in between."""
+    inner = 1.0 - (1.0 - INFARCT_GRADE) * q
+    outer = INFARCT_GRADE * (reach - q) / np.maximum(reach - 1.0, 1e-6)
+    return np.clip(np.where(q < 1.0, inner, outer), 0.0, 1.0)
 
 
 def _focus_centre(rng: np.random.Generator, territory: Territory, side: float, anatomy: WarpedAnatomy,
@@ -114,7 +127,7 @@ def draw_lesions(rng: np.random.Generator, anatomy: WarpedAnatomy, spacing: tupl
         core = (q < core_cut) & allowed
         if not core.any():  # a tiny lesion: its centre voxel still shows on diffusion
             core = infarct & (q <= q[infarct].min())
-        severity = np.where(deficit, np.clip((reach - q) / np.maximum(reach, 1e-6), 0.0, 1.0), 0.0)
+        severity = np.where(deficit, _grade(q, reach), 0.0)
         core_weight = np.clip((core_cut - q) / 0.15 + 0.6, 0.0, 1.0) * (q < core_cut + 0.1) * allowed
         return LesionMaps(core, infarct | core, deficit, severity.astype(np.float32),
                           np.maximum(core_weight, core * 0.85).astype(np.float32), (name,))

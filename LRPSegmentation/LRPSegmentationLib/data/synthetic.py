@@ -28,9 +28,10 @@ from LRPSegmentationLib.data.fields import top_fraction as _top_fraction
 from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import GROUND_TRUTH, MODALITIES
 
-GENERATOR_VERSION = "2"
-"""Bumped whenever the same seed would give different arrays (2: the anatomy and ellipsoid families; the
-procedural family's arrays are unchanged since version 1)."""
+GENERATOR_VERSION = "3"
+"""Bumped whenever the same seed would give different arrays (2: the anatomy and ellipsoid families; 3: the
+anatomy family's infarct edge at a fixed deficit grade; the procedural family's arrays are unchanged since
+version 1)."""
 
 FAMILIES: tuple[str, ...] = options.GENERATOR_FAMILIES
 """Generator families: ``procedural`` (this module; no extra dependency), ``anatomy`` (MNI152 tissue maps,

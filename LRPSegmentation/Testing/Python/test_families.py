@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from LRPSegmentationLib.analysis.evaluation import markdown_table, score_case, size_class, summarise
+from LRPSegmentationLib.analysis.metrics import dice
+from LRPSegmentationLib.data.lesions import INFARCT_GRADE
 from LRPSegmentationLib.data.modalities import MODALITIES
 from LRPSegmentationLib.data.randomise import randomise_sample
 from LRPSegmentationLib.data.synthetic import FAMILIES, generate_case, load_known_explanation, write_isles_case
@@ -58,6 +60,8 @@ def test_stroke_physiology_core_inside_infarct_inside_deficit(anatomy_cases):
         # the infarct
         assert case.severity.min() >= 0 and case.severity.max() <= 1 and not case.severity[~deficit].any()
         assert case.severity[truth].mean() > case.severity[deficit & ~truth].mean()
+        # the maps determine the ground truth: the infarct edge lies at one deficit grade in every lesion
+        assert dice(case.severity > INFARCT_GRADE, truth) > 0.95
         normal = (channel(case, "ADC") > 400) & (channel(case, "ADC") < 1200) & ~deficit
         # the diffusion core (part of the final infarct) has a lowered ADC
         assert np.percentile(channel(case, "ADC")[truth], 10) < 0.85 * np.median(channel(case, "ADC")[normal])
