@@ -53,7 +53,8 @@ def _resample_axis(volume: np.ndarray, axis: int, factor: float) -> np.ndarray:
 
 def randomise_sample(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One training view of a model-grid input ``x`` (6, D, H, W), values about [0, 1], and its label ``y``
-    (D, H, W); returns new arrays (float32, int64)."""
+    (D, H, W), classes or partial-volume shares; returns new arrays (float32, and int64 classes or float32
+    shares)."""
     x = np.array(x, dtype=np.float32, copy=True)
     y = np.array(y, copy=True)
     if rng.random() < 0.5:
@@ -82,4 +83,4 @@ def randomise_sample(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> 
         edge = slice(0, cut) if rng.random() < 0.5 else slice(shape[0] - cut, shape[0])
         x[:, edge] = 0.0
         y[edge] = 0
-    return x, y.astype(np.int64)
+    return x, (y.astype(np.float32) if y.dtype.kind == "f" else y.astype(np.int64))

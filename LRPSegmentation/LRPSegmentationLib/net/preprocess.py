@@ -121,8 +121,13 @@ def prepare_input(images: np.ndarray, spec: PreprocessSpec) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(normalized))[None]
 
 
-def prepare_label(label: np.ndarray, spec: PreprocessSpec) -> torch.Tensor:
-    """(D, H, W) 0/1 label -> (1, d, h, w) int64 training target on the model grid."""
+def prepare_label(label: np.ndarray, spec: PreprocessSpec, partial_volume: bool = False) -> torch.Tensor:
+    """(D, H, W) 0/1 label -> (1, d, h, w) training target on the model grid: int64 classes (nearest), or with
+    ``partial_volume`` float32 lesion shares in [0, 1] (linear), whose 0.5 level keeps edges finer than a model
+    voxel."""
+    if partial_volume:
+        share = resize(np.asarray(label != 0, np.float32), spec.size or label.shape, Interpolation.LINEAR)
+        return torch.from_numpy(np.ascontiguousarray(np.clip(share, 0.0, 1.0)))[None]
     if spec.size is not None:
         label = resize(label, spec.size, Interpolation.NEAREST)
     return torch.from_numpy(np.ascontiguousarray(label)).long()[None]

@@ -43,6 +43,7 @@ class TrainConfig:
     loss: LossKind = LossKind.CROSS_ENTROPY
     augment: bool = False  # light: left-right flips, intensity scaling, noise
     randomise: bool = False  # domain randomisation on every step (LRPSegmentationLib.data.randomise); wins over augment
+    partial_volume_labels: bool = False  # targets = each model voxel's lesion share (soft), not nearest classes
     validation_fraction: float = 0.0
     amp: bool = True  # mixed precision, CUDA only
     seed: int = 0
@@ -143,15 +144,25 @@ def epoch_learning_rate(config: TrainConfig, epoch: int) -> float:
     return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
 
 
+def lesion_share(target: torch.Tensor, lesion_class: int = 1) -> torch.Tensor:
+    """The lesion share of each voxel of a target: class labels (int) or partial-volume shares (float)."""
+    return target.float() if target.is_floating_point() else (target == lesion_class).float()
+
+
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, lesion_class: int = 1) -> torch.Tensor:
     probability = torch.softmax(logits.float(), dim=1)[:, lesion_class]
-    truth = (target == lesion_class).float()
+    truth = lesion_share(target, lesion_class)
     intersection = (probability * truth).sum()
     return 1.0 - (2 * intersection + 1.0) / (probability.sum() + truth.sum() + 1.0)
 
 
 def compute_loss(logits: torch.Tensor, target: torch.Tensor, kind: LossKind) -> torch.Tensor:
-    loss = F.cross_entropy(logits.float(), target)
+    """Cross-entropy (+ soft Dice) against class labels, or against two-class shares for partial-volume targets."""
+    if target.is_floating_point():
+        share = target.float().clamp(0.0, 1.0)
+        loss = F.cross_entropy(logits.float(), torch.stack([1.0 - share, share], dim=1))
+    else:
+        loss = F.cross_entropy(logits.float(), target)
     if kind == LossKind.DICE_CROSS_ENTROPY:
         loss = loss + soft_dice_loss(logits, target)
     return loss
@@ -237,8 +248,8 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
     # Domain randomisation works on min-max scaled views; other normalisations are applied after it.
     view_spec = replace(config.preprocess, normalization=IntensityNormalization.MINMAX) if config.randomise \
         else config.preprocess
-    samples = [(prepare_input(c.images, view_spec), prepare_label(c.ground_truth, config.preprocess))
-               for c in train_cases]
+    samples = [(prepare_input(c.images, view_spec),
+                prepare_label(c.ground_truth, config.preprocess, config.partial_volume_labels)) for c in train_cases]
 
     model = UNet3D(UNetConfig(base_width=config.base_width)).to(target_device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=config.betas)
@@ -307,7 +318,7 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
             scaler.step(optimizer)
             scaler.update()
             losses.append(float(loss.detach()))
-            dices.append(dice(logits.argmax(1).cpu().numpy(), y.cpu().numpy()))
+            dices.append(dice(logits.argmax(1).cpu().numpy(), lesion_share(y).cpu().numpy() >= 0.5))
             bar.set_postfix(loss=f"{np.mean(losses):.4f}", dice=f"{np.mean(dices):.3f}")
         bar.close()
         model.eval()

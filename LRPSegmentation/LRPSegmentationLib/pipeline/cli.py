@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     train.add_argument("--randomise", action=argparse.BooleanOptionalAction, default=None,
                        help="domain randomisation on every step (contrast, bias, noise, blur, resolution, flips)")
+    train.add_argument("--partial-volume-labels", action=argparse.BooleanOptionalAction, default=None,
+                       help="train on each model voxel's lesion share instead of nearest-voxel labels (edges "
+                            "finer than a model voxel)")
     train.add_argument("--init", help="start from this model file's weights (fine-tuning; same architecture)")
     train.add_argument("--validation-fraction", type=float, help="share of cases held out for Dice (e.g. 0.2)")
     train.add_argument("--lr", type=float)

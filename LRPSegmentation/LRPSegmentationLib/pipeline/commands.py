@@ -65,6 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config, epochs=args.epochs, learning_rate=args.lr, cosine_schedule=args.cosine_schedule,
         batch_size=args.batch_size,
         loss=LossKind(args.loss) if args.loss else None, augment=args.augment, randomise=args.randomise,
+        partial_volume_labels=args.partial_volume_labels,
         validation_fraction=args.validation_fraction, amp=args.amp, seed=args.seed, base_width=args.base_width,
         preprocess=preprocess)
 

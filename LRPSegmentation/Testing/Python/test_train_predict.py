@@ -178,3 +178,43 @@ def test_lrpseg_processes_keep_freed_memory_for_reuse():
     from LRPSegmentationLib.pipeline.cli import keep_freed_cpu_memory
 
     assert keep_freed_cpu_memory() is sys.platform.startswith("linux")
+
+
+def test_partial_volume_labels_keep_edges_finer_than_a_model_voxel():
+    """Each model voxel's lesion share: in [0, 1], the lesion volume kept, and its 0.5 level mapped back to the native
+    grid nearer the ground truth than nearest-voxel classes (what a model trained on either can reach at best)."""
+    from LRPSegmentationLib.net.preprocess import Interpolation, prepare_label, to_native
+
+    case = generate_case(11)
+    spec = PreprocessSpec(size=(19, 48, 48))
+    share = prepare_label(case.ground_truth, spec, partial_volume=True)[0].numpy()
+    classes = prepare_label(case.ground_truth, spec)[0].numpy()
+    assert share.dtype == np.float32 and 0 <= share.min() and share.max() <= 1 and 0 < share.mean() < 1
+    scale = np.prod(case.ground_truth.shape) / np.prod(share.shape)
+    assert abs(share.sum() * scale / case.ground_truth.sum() - 1) < 0.05
+    native = case.geometry.shape
+    reach = [dice(to_native(t.astype(np.float32), native, Interpolation.LINEAR) >= 0.5, case.ground_truth)
+             for t in (share, classes)]
+    assert reach[0] > reach[1] + 0.01, reach
+
+
+def test_partial_volume_targets_train_with_the_same_loss_as_classes(tiny_dataset, tmp_path):
+    """0/1 shares give exactly the class labels' loss; a run on shares trains, randomised, and records the choice."""
+    import torch
+
+    from LRPSegmentationLib.net.train import LossKind, compute_loss
+
+    logits = torch.randn(1, 2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    labels = (torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.7).long()
+    for kind in LossKind:
+        torch.testing.assert_close(compute_loss(logits, labels.float(), kind), compute_loss(logits, labels, kind))
+    from LRPSegmentationLib.data.randomise import randomise_sample
+
+    shares = np.linspace(0, 1, 4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8)
+    _, view = randomise_sample(np.random.default_rng(0), np.ones((6, 4, 8, 8), np.float32), shares)
+    assert view.dtype == np.float32 and set(np.unique(view)) - {0.0} <= set(np.unique(shares))
+    assert 0 < view.max() and 0 < view[(view > 0) & (view < 1)].size
+    config = TrainConfig(**{**TINY.__dict__, "partial_volume_labels": True, "randomise": True})
+    result = train(tiny_dataset, tmp_path, config, device="cpu", show_bar=False)
+    assert np.isfinite(result.history[0].loss) and 0 <= result.history[0].dice_train <= 1
+    assert read_metadata(result.model_path).training["config"]["partial_volume_labels"] is True
