@@ -22,7 +22,7 @@ from LRPSegmentationLib.net.devices import resolve_device
 from LRPSegmentationLib.net.model import UNet3D, UNetConfig
 from LRPSegmentationLib.net.predict import predict_case
 from LRPSegmentationLib.net.preprocess import SERIES_GRIDS, PreprocessSpec, normalize, prepare_input, prepare_label
-from LRPSegmentationLib.net.weights import LoadedModel, ModelInfo, WeightsError, load_model, save_model
+from LRPSegmentationLib.net.weights import LoadedModel, ModelInfo, WeightsError, load_model, load_unet, save_model
 from LRPSegmentationLib.options import IntensityNormalization
 
 
@@ -344,3 +344,26 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
 def with_overrides(config: TrainConfig, **overrides) -> TrainConfig:
     """A copy of ``config`` with the non-None overrides applied."""
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def average_checkpoints(paths: list[Path | str], out: Path | str) -> Path:
+    """Write the mean of the weights (and BatchNorm statistics) of checkpoints of one architecture to ``out``: the
+    average of one run's later epochs, which steadies a fine-tuning whose epochs trade one family for another.
+    The metadata is the last checkpoint's, with its sources recorded and its metrics cleared."""
+    out = Path(out)
+    if len(paths) < 2:
+        raise ValueError("Averaging needs at least two model files.")
+    if out.exists():
+        raise ValueError(f"{out} exists: choose a new file name (an existing model is never overwritten).")
+    loaded = [load_unet(path) for path in paths]
+    configs = {json.dumps(m.info.config, sort_keys=True) for m in loaded}
+    if len(configs) > 1 or len({json.dumps(m.info.preprocess, sort_keys=True) for m in loaded}) > 1:
+        raise ValueError("These models differ in architecture or preprocessing; average checkpoints of one run.")
+    states = [m.model.state_dict() for m in loaded]
+    mean = {name: torch.stack([s[name] for s in states]).mean(0) if tensor.is_floating_point() else tensor
+            for name, tensor in states[-1].items()}
+    model, info = loaded[-1].model, loaded[-1].info
+    model.load_state_dict(mean)
+    info.training = {**info.training, "averaged_from": [{"path": str(m.path), "sha256": m.sha256} for m in loaded]}
+    info.metrics, info.created = {}, ModelInfo(config={}, preprocess={}).created
+    return save_model(model, info, out)

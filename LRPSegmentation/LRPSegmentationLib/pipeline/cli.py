@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 from LRPSegmentationLib import __version__, options
 from LRPSegmentationLib.pipeline.commands import (
+    cmd_average,
     cmd_bands,
     cmd_check,
     cmd_demo,
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--device", default="auto")
     train.add_argument("--resume", action="store_true", help="continue from --out/model.safetensors")
+
+    average = add("average", cmd_average, "average the weights of checkpoints of one training run into a new file")
+    average.add_argument("models", nargs="+", help="two or more model files of one architecture")
+    average.add_argument("--out", required=True, help="the new model file (never an existing one)")
 
     predict = add("predict", cmd_predict, "segment the lesion of one case; writes NIfTI on the native grid")
     predict.add_argument("case", help="ISLES case folder, or a folder of ADC/MTT/rCBF/rCBV/Tmax/TTP files")

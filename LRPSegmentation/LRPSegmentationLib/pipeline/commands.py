@@ -83,6 +83,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from LRPSegmentationLib.net.train import average_checkpoints
+
+    print(f"wrote {average_checkpoints(args.models, args.out)} (the mean of {len(args.models)} models)")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from LRPSegmentationLib.data.caseio import load_case
     from LRPSegmentationLib.net.predict import predict_case
