@@ -223,11 +223,13 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: Path, generator: torc
 
 def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESETS["paper"], *,
           device: str = "auto", resume: bool = False, preset_name: str = "custom", init: Path | str | None = None,
-          progress: Callable[[EpochReport], None] | None = None, show_bar: bool = True) -> TrainResult:
+          progress: Callable[[EpochReport], None] | None = None, show_bar: bool = True,
+          keep_epochs: bool = False) -> TrainResult:
     """Train on every case folder of ``data_dir``; writes ``model.safetensors`` (+ optimizer state) to ``out_dir``.
 
     The checkpoint is rewritten after each epoch, so an interrupted run resumes with ``resume=True``. ``init``
     starts from the weights of a model file of the same architecture (fine-tuning) instead of random ones.
+    ``keep_epochs`` also keeps each epoch's model as ``epoch-N.safetensors`` (for :func:`average_checkpoints`).
     """
     from tqdm.auto import tqdm
 
@@ -329,6 +331,8 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
         info.training["epochs"] = epoch + 1
         info.metrics = {"dice_train_batches": report.dice_train, "dice_validation": dice_validation}
         save_model(model, info, model_path)
+        if keep_epochs:
+            save_model(model, info, out_dir / f"epoch-{epoch + 1}.safetensors")
         save_optimizer(optimizer, optimizer_path, epoch + 1, generator)
         if progress:
             progress(report)

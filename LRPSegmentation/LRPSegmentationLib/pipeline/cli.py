@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--device", default="auto")
     train.add_argument("--resume", action="store_true", help="continue from --out/model.safetensors")
+    train.add_argument("--keep-epochs", action="store_true",
+                       help="also keep each epoch's model as --out/epoch-N.safetensors (for lrpseg average)")
 
     average = add("average", cmd_average, "average the weights of checkpoints of one training run into a new file")
     average.add_argument("models", nargs="+", help="two or more model files of one architecture")

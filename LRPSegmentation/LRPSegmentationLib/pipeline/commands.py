@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"held-out {held}", file=sys.stderr, flush=True)
 
     result = train(args.data_dir, args.out, config, device=args.device, resume=args.resume,
-                   preset_name=args.preset, progress=report, init=args.init)
+                   preset_name=args.preset, progress=report, init=args.init, keep_epochs=args.keep_epochs)
     from LRPSegmentationLib.net.weights import read_metadata
 
     metrics = read_metadata(result.model_path).metrics

@@ -221,13 +221,17 @@ def test_partial_volume_targets_train_with_the_same_loss_as_classes(tiny_dataset
 
 
 def test_averaged_checkpoints_are_the_mean_of_their_weights(tiny_dataset, tmp_path, capsys):
-    """`lrpseg average`: the mean of each weight and BatchNorm statistic, the sources recorded, stale metrics gone;
-    no existing file overwritten, and a mismatch refused in one line."""
+    """`lrpseg train --keep-epochs` keeps each epoch's model; `lrpseg average`: the mean of each weight and
+    BatchNorm statistic, the sources recorded, stale metrics gone; no existing file overwritten, and a mismatch
+    refused in one line."""
     import torch
 
-    first = train(tiny_dataset, tmp_path / "a", TINY, device="cpu", show_bar=False).model_path
-    second = train(tiny_dataset, tmp_path / "b", TrainConfig(**{**TINY.__dict__, "seed": 1}), device="cpu",
-                   show_bar=False).model_path
+    assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "run"), "--epochs", "2", "--base-width", "2",
+                 "--size", "8x32x32", "--keep-epochs", "--device", "cpu"]) == 0
+    first, second = tmp_path / "run" / "epoch-1.safetensors", tmp_path / "run" / "epoch-2.safetensors"
+    assert read_metadata(first).training["epochs"] == 1 and read_metadata(second).training["epochs"] == 2
+    final = load_model(tmp_path / "run" / "model.safetensors").model.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in load_model(second).model.state_dict().items())
     out = tmp_path / "mean.safetensors"
     assert main(["average", str(first), str(second), "--out", str(out)]) == 0
     a, b, mean = (load_model(p).model.state_dict() for p in (first, second, out))
