@@ -8,7 +8,11 @@ perfectly would reach Dice 1 at that level, less through partial volume, CSF and
 mean bounds what a segmentation model can reach on this family. (Generator version 2 drew the edge per lesion at
 23-50% of the grade, and this bound was 0.78.)
 
-Run: ``python benchmarks/infarct_ceiling.py [--count 20] [--seed 9000]``.
+With ``--model M`` it also reads the model's masks back in grade terms: for each case, the single grade level
+whose threshold matches the mask best (and how well). A spread of those levels means the model misjudges where
+each case's edge lies (its physiology is drawn per case: CBF drop and Tmax rise), not the grade's shape.
+
+Run: ``python benchmarks/infarct_ceiling.py [--count 20] [--seed 9000] [--model M]``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--seed", type=int, default=9000)
+    parser.add_argument("--model", help="also read this model's masks as grade levels")
     args = parser.parse_args()
 
     cases = [generate_case(seed, family="anatomy") for seed in dataset_seeds(args.seed, args.count)]
@@ -43,6 +48,24 @@ def main() -> None:
         print(f"grade > {level:.2f}: mean Dice {means[level]:.3f} (under {SMALL_ML} ml {small_mean:.3f})")
     level = max(means, key=means.get)
     print(f"ceiling: mean Dice {means[level]:.3f} at grade > {level:.2f} (the target is 0.85)")
+    if args.model:
+        read_masks_as_levels(cases, args.model)
+
+
+def read_masks_as_levels(cases: list, model: str) -> None:
+    from LRPSegmentationLib.net.predict import predict_case
+    from LRPSegmentationLib.net.weights import load_model
+
+    loaded = load_model(model)
+    fine = np.arange(0.1, 0.6, 0.025)
+    levels = []
+    for case in cases:
+        prediction = predict_case(case.to_case(), loaded, "cpu")
+        match, level = max((dice(case.severity > t, prediction.mask > 0), float(t)) for t in fine)
+        levels.append(level)
+        print(f"anatomy-{case.seed}: Dice {prediction.dice:.3f}; mask = grade > {level:.3f} (match {match:.3f})")
+    print(f"the model's masks follow grade levels {min(levels):.3f}-{max(levels):.3f} (median {np.median(levels):.3f}"
+          f", sd {np.std(levels):.3f})")
 
 
 if __name__ == "__main__":
