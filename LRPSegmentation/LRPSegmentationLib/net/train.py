@@ -366,8 +366,9 @@ def average_checkpoints(paths: list[Path | str], out: Path | str) -> Path:
     states = [m.model.state_dict() for m in loaded]
     mean = {name: torch.stack([s[name] for s in states]).mean(0) if tensor.is_floating_point() else tensor
             for name, tensor in states[-1].items()}
-    model, info = loaded[-1].model, loaded[-1].info
-    model.load_state_dict(mean)
-    info.training = {**info.training, "averaged_from": [{"path": str(m.path), "sha256": m.sha256} for m in loaded]}
-    info.metrics, info.created = {}, ModelInfo(config={}, preprocess={}).created
-    return save_model(model, info, out)
+    last = loaded[-1]
+    last.model.load_state_dict(mean)
+    sources = [{"path": str(m.path), "sha256": m.sha256} for m in loaded]
+    info = ModelInfo(config=last.info.config, preprocess=last.info.preprocess, modalities=last.info.modalities,
+                     training={**last.info.training, "averaged_from": sources})
+    return save_model(last.model, info, out)

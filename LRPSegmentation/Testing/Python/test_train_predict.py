@@ -202,14 +202,13 @@ def test_partial_volume_targets_train_with_the_same_loss_as_classes(tiny_dataset
     """0/1 shares give exactly the class labels' loss; a run on shares trains, randomised, and records the choice."""
     import torch
 
+    from LRPSegmentationLib.data.randomise import randomise_sample
     from LRPSegmentationLib.net.train import LossKind, compute_loss
 
     logits = torch.randn(1, 2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     labels = (torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.7).long()
     for kind in LossKind:
         torch.testing.assert_close(compute_loss(logits, labels.float(), kind), compute_loss(logits, labels, kind))
-    from LRPSegmentationLib.data.randomise import randomise_sample
-
     shares = np.linspace(0, 1, 4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8)
     _, view = randomise_sample(np.random.default_rng(0), np.ones((6, 4, 8, 8), np.float32), shares)
     assert view.dtype == np.float32 and set(np.unique(view)) - {0.0} <= set(np.unique(shares))
