@@ -34,8 +34,19 @@ class Interpolation(str, Enum):
 class PreprocessSpec:
     """How a case becomes a model input; stored with the weights so prediction repeats training exactly."""
 
-    size: tuple[int, int, int] | None = SERIES_GRIDS["B"]  # (D, H, W); None keeps the native grid
+    size: tuple[int, int, int] | None = SERIES_GRIDS["B"]  # (D, H, W); 0 keeps that axis native, None all three
     normalization: IntensityNormalization = IntensityNormalization.MINMAX
+
+    def grid(self, native_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The model grid of a case of ``native_shape``: ``size``, with native sizes where it has 0 (or None)."""
+        if self.size is None:
+            return tuple(int(n) for n in native_shape)
+        return tuple(int(n) if s == 0 else int(s) for s, n in zip(self.size, native_shape))
+
+    @property
+    def fixed(self) -> bool:
+        """Whether every case gets the same grid (needed to batch several cases)."""
+        return self.size is not None and 0 not in self.size
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -52,8 +63,9 @@ class PreprocessSpec:
         )
 
 
-def parse_size(text: str) -> tuple[int, int, int] | None:
-    """A series letter (A, B, C, X), 'native', or 'DxHxW' as a grid size."""
+def parse_size(text: str, allow_native_axes: bool = True) -> tuple[int, int, int] | None:
+    """A series letter (A, B, C, X), 'native', or 'DxHxW' as a grid size; with ``allow_native_axes`` a 0 in
+    'DxHxW' keeps the case's own size along that axis ('0x96x96': every slice, each resized to 96 x 96)."""
     key = text.strip()
     if key.upper() in SERIES_GRIDS:
         return SERIES_GRIDS[key.upper()]
@@ -63,8 +75,10 @@ def parse_size(text: str) -> tuple[int, int, int] | None:
         size = tuple(int(v) for v in key.lower().split("x"))
     except ValueError:
         size = ()
-    if len(size) != 3 or min(size) < 1:
-        raise ValueError(f"Grid size {text!r} not understood: use A, B, C, X, 'native' or DxHxW such as 19x96x96.")
+    if len(size) != 3 or min(size) < (0 if allow_native_axes else 1) or max(size) < 1:
+        native = " (0 keeps an axis native, as in 0x96x96)" if allow_native_axes else ""
+        raise ValueError(f"Grid size {text!r} not understood: use A, B, C, X, 'native' or DxHxW such as "
+                         f"19x96x96{native}.")
     return size  # type: ignore[return-value]
 
 
@@ -116,8 +130,7 @@ def resize(array: np.ndarray | torch.Tensor, size: tuple[int, int, int],
 def prepare_input(images: np.ndarray, spec: PreprocessSpec) -> torch.Tensor:
     """(6, D, H, W) raw images -> (1, 6, d, h, w) float32 model input."""
     normalized = normalize(images, spec.normalization)
-    if spec.size is not None:
-        normalized = resize(normalized, spec.size, Interpolation.LINEAR)
+    normalized = resize(normalized, spec.grid(images.shape[1:]), Interpolation.LINEAR)
     return torch.from_numpy(np.ascontiguousarray(normalized))[None]
 
 
@@ -126,10 +139,9 @@ def prepare_label(label: np.ndarray, spec: PreprocessSpec, partial_volume: bool 
     ``partial_volume`` float32 lesion shares in [0, 1] (linear), whose 0.5 level keeps edges finer than a model
     voxel."""
     if partial_volume:
-        share = resize(np.asarray(label != 0, np.float32), spec.size or label.shape, Interpolation.LINEAR)
+        share = resize(np.asarray(label != 0, np.float32), spec.grid(label.shape), Interpolation.LINEAR)
         return torch.from_numpy(np.ascontiguousarray(np.clip(share, 0.0, 1.0)))[None]
-    if spec.size is not None:
-        label = resize(label, spec.size, Interpolation.NEAREST)
+    label = resize(label, spec.grid(label.shape), Interpolation.NEAREST)
     return torch.from_numpy(np.ascontiguousarray(label)).long()[None]
 
 
@@ -182,7 +194,7 @@ class ResizePreprocessor:
         return pad_to_multiple(prepare_input(images, self.spec), self.multiple)
 
     def grid_shape(self, native_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        return tuple(self.spec.size) if self.spec.size is not None else tuple(native_shape)
+        return self.spec.grid(native_shape)
 
     def to_native(self, array: np.ndarray | torch.Tensor, native_shape: tuple[int, int, int],
                   interpolation: Interpolation = Interpolation.LINEAR) -> np.ndarray:

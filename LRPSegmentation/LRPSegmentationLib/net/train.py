@@ -244,8 +244,8 @@ def train(data_dir: Path | str, out_dir: Path | str, config: TrainConfig = PRESE
     if missing_truth:
         raise ValueError(f"{data_dir}: cases without ground truth (OT) cannot be used for training: "
                          f"{', '.join(missing_truth)}.")
-    if config.preprocess.size is None and config.batch_size > 1:
-        raise ValueError("Batches larger than 1 need a fixed grid size (--size A, B, C, X or DxHxW).")
+    if not config.preprocess.fixed and config.batch_size > 1:
+        raise ValueError("Batches larger than 1 need a fixed grid size (--size A, B, C, X or DxHxW, no 0).")
     train_cases, held_cases = split_cases(cases, config.validation_fraction, config.seed)
     # Domain randomisation works on min-max scaled views; other normalisations are applied after it.
     view_spec = replace(config.preprocess, normalization=IntensityNormalization.MINMAX) if config.randomise \

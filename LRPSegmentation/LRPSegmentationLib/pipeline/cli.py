@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "model's; robust: domain randomisation, for fine-tuning with --init (the bundled "
                             "model: with --normalization zscore, MODEL_CARD.md)")
     train.add_argument("--epochs", type=int)
-    train.add_argument("--size", help="A, B, C, X (the paper's series grids), native, or DxHxW")
+    train.add_argument("--size", help="A, B, C, X (the paper's series grids), native, or DxHxW; a 0 keeps that "
+                       "axis native (0x96x96: the case's slices, each 96 x 96)")
     train.add_argument("--normalization", choices=options.values(options.IntensityNormalization))
     train.add_argument("--base-width", type=int)
     train.add_argument("--loss", choices=("ce", "dice-ce"))

@@ -43,7 +43,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from LRPSegmentationLib.data.synthetic import default_family, generate_dataset
     from LRPSegmentationLib.net.preprocess import parse_size
 
-    shape = parse_size(args.shape) if args.shape else None
+    shape = parse_size(args.shape, allow_native_axes=False) if args.shape else None
     family = args.family or default_family()
     folders = generate_dataset(Path(args.out), args.count, args.seed, start=args.start, shape=shape, family=family)
     print(f"wrote {len(folders)} synthetic {family} case(s) to {args.out}")

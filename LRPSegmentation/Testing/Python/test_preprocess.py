@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 
+from LRPSegmentationLib.analysis.metrics import dice
 from LRPSegmentationLib.net.preprocess import (
     SERIES_GRIDS,
     Interpolation,
     PreprocessSpec,
+    ResizePreprocessor,
     normalize,
     parse_size,
     prepare_input,
@@ -44,6 +46,25 @@ def test_parse_size():
     assert parse_size("24x64x32") == (24, 64, 32)
     with pytest.raises(ValueError, match="DxHxW"):
         parse_size("96x96")
+    assert parse_size("0x96x96") == (0, 96, 96)  # every native slice, each 96 x 96
+    for text, native_axes in (("0x0x0", True), ("0x96x96", False), ("-1x96x96", True)):
+        with pytest.raises(ValueError, match="DxHxW"):
+            parse_size(text, allow_native_axes=native_axes)
+
+
+def test_a_zero_size_keeps_that_axis_native_and_maps_back():
+    spec = PreprocessSpec(size=(0, 48, 48))
+    assert spec.grid((24, 64, 64)) == (24, 48, 48) and spec.grid((30, 128, 96)) == (30, 48, 48)
+    assert not spec.fixed and PreprocessSpec(size=(19, 48, 48)).fixed and not PreprocessSpec(size=None).fixed
+    label = np.zeros((24, 64, 64), np.uint8)
+    label[5, 10:30, 20:40] = 1  # one slice thick: kept, as thick slabs keep thin lesions
+    x = prepare_input(np.random.default_rng(0).random((6, 24, 64, 64), dtype=np.float32) * 1000, spec)
+    share = prepare_label(label, spec, partial_volume=True)[0].numpy()
+    assert tuple(x.shape) == (1, 6, 24, 48, 48) and share.shape == (24, 48, 48)
+    assert share[5].max() == pytest.approx(1.0) and not share[4].any() and not share[6].any()
+    back = ResizePreprocessor(spec).to_native(share, label.shape)
+    assert back.shape == label.shape and dice(back >= 0.5, label > 0) > 0.95
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
 
 
 def test_labels_resize_with_nearest_and_come_back_on_the_native_grid():
