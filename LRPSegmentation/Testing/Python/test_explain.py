@@ -93,7 +93,7 @@ EXPLAINED_SEEDS = {"procedural": (91001, 91002), "anatomy": (427199543,), "ellip
 def test_bundled_model_relevance_follows_the_known_explanation(family):
     """On fresh synthetic cases of each family, with the default rules, the lesion's evidence lies in the known
     lesion territory; on the procedural family (whose generator sets the modality weights) the modalities that carry
-    the most lesion signal (ADC, Tmax) carry more relevance than the weakest (rCBF, rCBV)."""
+    the most lesion signal (ADC, Tmax) carry the most relevance, well over the weakest (rCBF, rCBV)."""
     loaded = load_model()
     for seed in EXPLAINED_SEEDS[family]:
         synthetic = generate_case(seed, family=family)
@@ -105,7 +105,8 @@ def test_bundled_model_relevance_follows_the_known_explanation(family):
         assert inside > 0.5 and inside > 10 * region.mean(), (inside, region.mean())
         if family == "procedural":
             share = dict(zip(MODALITIES, np.abs(result.relevance).reshape(6, -1).sum(axis=1)))
-            assert share["ADC"] + share["Tmax"] > 2 * (share["rCBF"] + share["rCBV"]), share
+            assert set(sorted(share, key=share.get)[-2:]) == {"ADC", "Tmax"}, share
+            assert share["ADC"] + share["Tmax"] > 1.5 * (share["rCBF"] + share["rCBV"]), share
 
 
 def test_native_grid_masks_and_each_cases_ground_truth_reach_the_model_grid(synthetic_case_dir, synthetic_dataset_dir,
