@@ -49,7 +49,7 @@ def main() -> None:
     means = {}
     for level in LEVELS:
         scores = np.array([dice(c.severity > level, c.ground_truth > 0) for c in cases])
-        small_mean = float(scores[np.array(small)].mean()) if any(small) else float("nan")
+        small_mean = small_lesion_mean(scores, small)
         means[level] = float(scores.mean())
         print(f"grade > {level:.2f}: mean Dice {means[level]:.3f} (under {SMALL_ML} ml {small_mean:.3f})")
     level = max(means, key=means.get)
@@ -58,6 +58,11 @@ def main() -> None:
         bound_grid(cases, small, grid)
     if args.model:
         read_masks_as_levels(cases, args.model)
+
+
+def small_lesion_mean(scores: np.ndarray, small: list[bool]) -> float:
+    """Mean of the scores of the cases under :data:`SMALL_ML` (NaN when there are none)."""
+    return float(scores[np.array(small)].mean()) if any(small) else float("nan")
 
 
 def bound_grid(cases: list, small: list[bool], grid: str) -> None:
@@ -69,10 +74,8 @@ def bound_grid(cases: list, small: list[bool], grid: str) -> None:
         share = prepare_label(case.ground_truth, spec, partial_volume=True)[0].numpy()
         back = ResizePreprocessor(spec).to_native(share, case.geometry.shape)
         scores.append(dice(back >= 0.5, case.ground_truth > 0))
-    scores = np.array(scores)
-    small_mean = float(scores[np.array(small)].mean()) if any(small) else float("nan")
-    print(f"grid {grid}: a perfect model-grid answer reaches mean Dice {scores.mean():.3f} "
-          f"(under {SMALL_ML} ml {small_mean:.3f})")
+    print(f"grid {grid}: a perfect model-grid answer reaches mean Dice {np.mean(scores):.3f} "
+          f"(under {SMALL_ML} ml {small_lesion_mean(np.array(scores), small):.3f})")
 
 
 def read_masks_as_levels(cases: list, model: str) -> None:
