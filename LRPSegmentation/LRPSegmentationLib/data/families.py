@@ -37,11 +37,13 @@ def _geometry(rng: np.random.Generator, shape, spacing) -> Geometry:
                     origin=tuple(float(o) for o in origin), direction=tuple(float(d) for d in np.eye(3).ravel()))
 
 
-def generate_anatomy_case(seed: int, shape=None, spacing=None, territory: str | None = None):
-    """One ``anatomy`` family case (see the module docstring); ``territory`` forces a lesion territory."""
+def generate_anatomy_case(seed: int, shape=None, spacing=None, territory: str | None = None,
+                          tissue_jitter: float | None = None):
+    """One ``anatomy`` family case (see the module docstring); ``territory`` forces a lesion territory;
+    ``tissue_jitter`` widens the per-tissue contrasts (:func:`.perfusion.render_maps`; None: its default)."""
     from LRPSegmentationLib.data.anatomy import draw_slab_grid, warp_anatomy
     from LRPSegmentationLib.data.lesions import LesionMaps, draw_lesions
-    from LRPSegmentationLib.data.perfusion import render_maps
+    from LRPSegmentationLib.data.perfusion import DEFAULT_TISSUE_JITTER, render_maps
     from LRPSegmentationLib.data.randomise import scanner_variation
     from LRPSegmentationLib.data.synthetic import KnownExplanation, SyntheticCase
 
@@ -53,14 +55,15 @@ def generate_anatomy_case(seed: int, shape=None, spacing=None, territory: str | 
     anatomy = warp_anatomy(rng, shape, spacing)
     healthy = territory is None and rng.random() < HEALTHY_FRACTION
     lesion = LesionMaps.healthy(shape) if healthy else draw_lesions(rng, anatomy, spacing, territory)
-    images = render_maps(rng, anatomy, lesion)
+    jitter = DEFAULT_TISSUE_JITTER if tissue_jitter is None else float(tissue_jitter)
+    images = render_maps(rng, anatomy, lesion, jitter)
     images = scanner_variation(rng, images, anatomy.brain)
     normal = anatomy.tissue & ~lesion.deficit
     explanation = KnownExplanation(measured_weights(images, lesion.infarct, normal), lesion.infarct,
                                    lesion.deficit)
     case = SyntheticCase(images, lesion.infarct.astype(np.uint8), _geometry(rng, shape, spacing), explanation,
                          int(seed), family="anatomy")
-    case.territories, case.severity = lesion.territories, lesion.severity
+    case.territories, case.severity, case.tissue_jitter = lesion.territories, lesion.severity, jitter
     return case
 
 

@@ -1,6 +1,6 @@
 """Textbook perfusion and diffusion physiology per tissue, and the six maps of a case with a stroke lesion.
 
-Normal values (adult, CT/MR perfusion and DWI literature; each case jitters them by about 10%):
+Normal values (adult, CT/MR perfusion and DWI literature; each case jitters each by 10% by default):
 grey matter CBF 55 ml/100 g/min, CBV 4.2 ml/100 g, white matter CBF 22, CBV 2.2; MTT = 60 * CBV / CBF
 (central volume principle: about 4.6 s in grey, 6 s in white matter); Tmax under 2 s; TTP = bolus arrival
 (12-22 s) + 5-7 s; ADC 820 (grey), 720 (white), 3000 (CSF) x 1e-6 mm^2/s. In a stroke, the core has ADC
@@ -26,18 +26,26 @@ NORMAL_VALUES: dict[str, tuple[float, float, float]] = {
 }
 """(grey matter, white matter, CSF) of the maps set directly; MTT follows from CBV / CBF."""
 
+DEFAULT_TISSUE_JITTER = 0.1
+"""Relative spread of each tissue's value per map and case; :func:`render_maps` takes a wider one."""
+
 NOISE_SD: dict[str, float] = {"ADC": 35.0, "MTT": 0.8, "rCBF": 6.0, "rCBV": 0.45, "Tmax": 0.6, "TTP": 1.0}
 UPPER: dict[str, float] = {"ADC": 4000.0, "MTT": 24.0, "rCBF": 150.0, "rCBV": 15.0, "Tmax": 30.0, "TTP": 60.0}
 
 
-def render_maps(rng: np.random.Generator, anatomy: WarpedAnatomy, lesion: LesionMaps) -> np.ndarray:
-    """(6, D, H, W) float32 maps in MODALITIES order, zero outside the brain (skull-stripped like ISLES)."""
+def render_maps(rng: np.random.Generator, anatomy: WarpedAnatomy, lesion: LesionMaps,
+                tissue_jitter: float = DEFAULT_TISSUE_JITTER) -> np.ndarray:
+    """(6, D, H, W) float32 maps in MODALITIES order, zero outside the brain (skull-stripped like ISLES).
+
+    Each tissue's normal value in each map is scaled by its own factor drawn from 1 +- ``tissue_jitter``, so a
+    larger jitter randomises the grey/white/CSF contrasts (the SynthSeg idea) around the textbook values.
+    """
     shape = anatomy.grey.shape
     fractions = (anatomy.grey, anatomy.white, anatomy.csf)
     total = np.maximum(sum(fractions), 1e-6)
 
     def tissue_mix(modality: str) -> np.ndarray:
-        values = np.array(NORMAL_VALUES[modality]) * rng.uniform(0.9, 1.1, 3)
+        values = np.array(NORMAL_VALUES[modality]) * rng.uniform(1.0 - tissue_jitter, 1.0 + tissue_jitter, 3)
         mixed = sum(f * v for f, v in zip(fractions, values)) / total
         return mixed * (1.0 + 0.04 * smooth_noise(rng, shape, (4, 10, 10)))
 

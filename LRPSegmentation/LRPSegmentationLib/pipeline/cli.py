@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     family_help = ("generator family: procedural, anatomy (MNI152 anatomy; needs the 'anatomy' extra) or "
                    "ellipsoid; default: anatomy where nilearn is installed, else procedural")
     synth.add_argument("--family", choices=options.GENERATOR_FAMILIES, help=family_help)
+    synth.add_argument("--tissue-jitter", type=float,
+                       help="anatomy family: relative spread of each tissue's value per map (default 0.1; wider "
+                            "randomises the grey/white/CSF contrasts)")
 
     train = add("train", cmd_train, "train the U-Net on ISLES 2017 or synthetic case folders")
     train.add_argument("data_dir")

@@ -45,7 +45,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     shape = parse_size(args.shape, allow_native_axes=False) if args.shape else None
     family = args.family or default_family()
-    folders = generate_dataset(Path(args.out), args.count, args.seed, start=args.start, shape=shape, family=family)
+    folders = generate_dataset(Path(args.out), args.count, args.seed, start=args.start, shape=shape, family=family,
+                               tissue_jitter=args.tissue_jitter)
     print(f"wrote {len(folders)} synthetic {family} case(s) to {args.out}")
     return 0
 

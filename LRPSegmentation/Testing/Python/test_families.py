@@ -140,3 +140,28 @@ def test_synth_writes_the_chosen_family(tmp_path, capsys):
     assert main(["synth", str(tmp_path), "--family", "ellipsoid", "--count", "1", "--shape", "12x48x48"]) == 0
     assert "ellipsoid" in capsys.readouterr().out
     assert json.loads((tmp_path / "training_1" / "explanation.json").read_text())["family"] == "ellipsoid"
+
+
+def test_tissue_jitter_widens_only_the_tissue_contrasts(tmp_path, capsys):
+    pytest.importorskip("nilearn", reason="the anatomy family needs the 'anatomy' extra (nilearn)")
+    textbook = generate_case(3, family="anatomy", shape=SMALL)
+    np.testing.assert_array_equal(generate_case(3, family="anatomy", shape=SMALL, tissue_jitter=0.1).images,
+                                  textbook.images)
+    # one seed, wider jitter: the same anatomy and lesion, other grey/white/CSF values
+    assert main(["synth", str(tmp_path), "--family", "anatomy", "--count", "1", "--seed", "7", "--shape", "19x64x64",
+                 "--tissue-jitter", "0.4"]) == 0
+    info = json.loads((tmp_path / "training_1" / "explanation.json").read_text())
+    assert info["tissue_jitter"] == 0.4
+    from LRPSegmentationLib.data.caseio import load_case
+    from LRPSegmentationLib.data.synthetic import dataset_seeds
+
+    seed = dataset_seeds(7, 1)[0]
+    wide, plain = load_case(tmp_path / "training_1"), generate_case(seed, family="anatomy", shape=SMALL)
+    np.testing.assert_array_equal(wide.ground_truth, plain.ground_truth)
+    np.testing.assert_array_equal(wide.images[0] > 0, plain.images[0] > 0)
+    ratios = np.median(wide.images[:, plain.images[0] > 0], axis=1) / np.median(plain.images[:, plain.images[0] > 0],
+                                                                                axis=1)
+    assert np.abs(np.log(ratios)).max() > 0.05, ratios
+    # the other families have no tissue values to jitter: a clear refusal, nothing written
+    assert main(["synth", str(tmp_path / "e"), "--family", "ellipsoid", "--tissue-jitter", "0.3"]) == 2
+    assert "anatomy" in capsys.readouterr().err and not (tmp_path / "e").exists()
