@@ -11,11 +11,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import ndimage
 
 from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import MODALITIES
+
+if TYPE_CHECKING:
+    from LRPSegmentationLib.data.perfusion import TissueContrast
 
 HEALTHY_FRACTION = 0.12
 """Share of healthy (no lesion) cases in the anatomy and ellipsoid families."""
@@ -38,12 +43,12 @@ def _geometry(rng: np.random.Generator, shape, spacing) -> Geometry:
 
 
 def generate_anatomy_case(seed: int, shape=None, spacing=None, territory: str | None = None,
-                          tissue_jitter: float | None = None):
+                          contrast: TissueContrast | None = None):
     """One ``anatomy`` family case (see the module docstring); ``territory`` forces a lesion territory;
-    ``tissue_jitter`` widens the per-tissue contrasts (:func:`.perfusion.render_maps`; None: its default)."""
+    ``contrast`` widens the per-tissue values (None: the textbook ones, jittered by 10%)."""
     from LRPSegmentationLib.data.anatomy import draw_slab_grid, warp_anatomy
     from LRPSegmentationLib.data.lesions import LesionMaps, draw_lesions
-    from LRPSegmentationLib.data.perfusion import DEFAULT_TISSUE_JITTER, render_maps
+    from LRPSegmentationLib.data.perfusion import TissueContrast, render_maps
     from LRPSegmentationLib.data.randomise import scanner_variation
     from LRPSegmentationLib.data.synthetic import KnownExplanation, SyntheticCase
 
@@ -55,15 +60,15 @@ def generate_anatomy_case(seed: int, shape=None, spacing=None, territory: str | 
     anatomy = warp_anatomy(rng, shape, spacing)
     healthy = territory is None and rng.random() < HEALTHY_FRACTION
     lesion = LesionMaps.healthy(shape) if healthy else draw_lesions(rng, anatomy, spacing, territory)
-    jitter = DEFAULT_TISSUE_JITTER if tissue_jitter is None else float(tissue_jitter)
-    images = render_maps(rng, anatomy, lesion, jitter)
+    contrast = contrast or TissueContrast()
+    images = render_maps(rng, anatomy, lesion, contrast)
     images = scanner_variation(rng, images, anatomy.brain)
     normal = anatomy.tissue & ~lesion.deficit
     explanation = KnownExplanation(measured_weights(images, lesion.infarct, normal), lesion.infarct,
                                    lesion.deficit)
     case = SyntheticCase(images, lesion.infarct.astype(np.uint8), _geometry(rng, shape, spacing), explanation,
                          int(seed), family="anatomy")
-    case.territories, case.severity, case.tissue_jitter = lesion.territories, lesion.severity, jitter
+    case.territories, case.severity, case.tissue_contrast = lesion.territories, lesion.severity, contrast
     return case
 
 

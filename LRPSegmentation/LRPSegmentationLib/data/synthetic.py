@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -27,6 +28,9 @@ from LRPSegmentationLib.data.fields import smooth_noise as _smooth_noise
 from LRPSegmentationLib.data.fields import top_fraction as _top_fraction
 from LRPSegmentationLib.data.geometry import Geometry
 from LRPSegmentationLib.data.modalities import GROUND_TRUTH, MODALITIES
+
+if TYPE_CHECKING:
+    from LRPSegmentationLib.data.perfusion import TissueContrast
 
 GENERATOR_VERSION = "3"
 """Bumped whenever the same seed would give different arrays (2: the anatomy and ellipsoid families; 3: the
@@ -119,7 +123,7 @@ class SyntheticCase:
     family: str = "procedural"
     territories: tuple[str, ...] = ()
     severity: np.ndarray | None = None  # float32 (D, H, W), 0-1: the perfusion deficit's grade (anatomy family)
-    tissue_jitter: float | None = None  # anatomy family: the per-tissue value spread it was rendered with
+    tissue_contrast: TissueContrast | None = None  # anatomy family: how its tissue values were drawn
 
     def to_case(self, case_id: str | None = None) -> Case:
         """The images and ground truth as a :class:`~.caseio.Case` (what the pipeline takes), without files."""
@@ -221,19 +225,17 @@ def generate_case(
     spacing: tuple[float, float, float] | None = None,
     direction=None,
     family: str = "procedural",
-    tissue_jitter: float | None = None,
+    contrast: TissueContrast | None = None,
 ) -> SyntheticCase:
     """Generate one seeded case (same seed and arguments -> identical arrays).
 
     ``shape`` is (D, H, W) (None: drawn from :data:`PRESET_GRIDS`, or the family's own grids); ``spacing`` is
     ITK (x, y, z) in mm; ``direction`` a 3x3 direction-cosine matrix (row-major, 9 numbers or 3x3), identity when
-    None (procedural family only); ``family`` one of :data:`FAMILIES`; ``tissue_jitter`` (anatomy family only)
-    the relative spread of each tissue's value per map (None: the textbook 10%).
+    None (procedural family only); ``family`` one of :data:`FAMILIES`; ``contrast`` (anatomy family only) how far the
+    tissue values stray from the textbook ones (None: by 10%).
     """
-    if tissue_jitter is not None and family != "anatomy":
-        raise ValueError(f"tissue_jitter is for the 'anatomy' family only, not {family!r}.")
-    if tissue_jitter is not None and not 0.0 <= tissue_jitter < 0.9:
-        raise ValueError(f"tissue_jitter must be at least 0 and below 0.9, got {tissue_jitter}.")
+    if contrast is not None and family != "anatomy":
+        raise ValueError(f"Tissue contrast options are for the 'anatomy' family only, not {family!r}.")
     if family != "procedural":
         from LRPSegmentationLib.data import families
 
@@ -242,7 +244,7 @@ def generate_case(
         if direction is not None:
             raise ValueError(f"The {family} family draws its own head pose; direction is for 'procedural' only.")
         if family == "anatomy":
-            return families.generate_anatomy_case(seed, shape=shape, spacing=spacing, tissue_jitter=tissue_jitter)
+            return families.generate_anatomy_case(seed, shape=shape, spacing=spacing, contrast=contrast)
         return families.generate_ellipsoid_case(seed, shape=shape, spacing=spacing)
     rng = np.random.default_rng(int(seed))
     shape, spacing = _default_grid(rng, shape, spacing)
@@ -338,7 +340,7 @@ def write_isles_case(case: SyntheticCase, root: Path | str, number: int, replace
         "seed": case.seed,
         "family": case.family,
         "territories": list(case.territories),
-        **({"tissue_jitter": case.tissue_jitter} if case.tissue_jitter is not None else {}),
+        **({"tissue_contrast": asdict(case.tissue_contrast)} if case.tissue_contrast is not None else {}),
         "number": int(number),
         "geometry": case.geometry.to_dict(),
         **case.explanation.to_json(),
@@ -353,7 +355,7 @@ def dataset_seeds(seed: int, count: int) -> list[int]:
 
 
 def generate_dataset(root: Path | str, count: int, seed: int, start: int = 1, shape=None,
-                     family: str = "procedural", tissue_jitter: float | None = None) -> list[Path]:
+                     family: str = "procedural", contrast: TissueContrast | None = None) -> list[Path]:
     """Write ``count`` cases ``training_<start>`` ... into ``root``; returns the case folders."""
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}.")
@@ -363,7 +365,7 @@ def generate_dataset(root: Path | str, count: int, seed: int, start: int = 1, sh
         raise FileExistsError(f"{root} already holds {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''}; "
                               "choose another folder or another first number (lrpseg synth --start N).")
     return [
-        write_isles_case(generate_case(case_seed, shape=shape, family=family, tissue_jitter=tissue_jitter), root,
+        write_isles_case(generate_case(case_seed, shape=shape, family=family, contrast=contrast), root,
                          start + offset)
         for offset, case_seed in enumerate(dataset_seeds(seed, count))
     ]

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--tissue-jitter", type=float,
                        help="anatomy family: relative spread of each tissue's value per map (default 0.1; wider "
                             "randomises the grey/white/CSF contrasts)")
+    synth.add_argument("--white-contrast", type=float,
+                       help="anatomy family: raise white matter's ratio to grey matter per map to a power drawn from "
+                            "[1, K] (default 1: textbook contrast; larger: healthy white matter nearer a faint lesion)")
 
     train = add("train", cmd_train, "train the U-Net on ISLES 2017 or synthetic case folders")
     train.add_argument("data_dir")

@@ -45,8 +45,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     shape = parse_size(args.shape, allow_native_axes=False) if args.shape else None
     family = args.family or default_family()
+    contrast = None
+    if args.tissue_jitter is not None or args.white_contrast is not None:
+        from LRPSegmentationLib.data.perfusion import TissueContrast
+
+        default = TissueContrast()
+        contrast = TissueContrast(default.jitter if args.tissue_jitter is None else args.tissue_jitter,
+                                  default.white_gain if args.white_contrast is None else args.white_contrast)
     folders = generate_dataset(Path(args.out), args.count, args.seed, start=args.start, shape=shape, family=family,
-                               tissue_jitter=args.tissue_jitter)
+                               contrast=contrast)
     print(f"wrote {len(folders)} synthetic {family} case(s) to {args.out}")
     return 0
 

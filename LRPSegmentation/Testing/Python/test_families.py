@@ -142,26 +142,41 @@ def test_synth_writes_the_chosen_family(tmp_path, capsys):
     assert json.loads((tmp_path / "training_1" / "explanation.json").read_text())["family"] == "ellipsoid"
 
 
-def test_tissue_jitter_widens_only_the_tissue_contrasts(tmp_path, capsys):
+def test_tissue_contrast_options_change_only_the_tissue_values(tmp_path, capsys):
     pytest.importorskip("nilearn", reason="the anatomy family needs the 'anatomy' extra (nilearn)")
-    textbook = generate_case(3, family="anatomy", shape=SMALL)
-    np.testing.assert_array_equal(generate_case(3, family="anatomy", shape=SMALL, tissue_jitter=0.1).images,
-                                  textbook.images)
-    # one seed, wider jitter: the same anatomy and lesion, other grey/white/CSF values
-    assert main(["synth", str(tmp_path), "--family", "anatomy", "--count", "1", "--seed", "7", "--shape", "19x64x64",
-                 "--tissue-jitter", "0.4"]) == 0
-    info = json.loads((tmp_path / "training_1" / "explanation.json").read_text())
-    assert info["tissue_jitter"] == 0.4
     from LRPSegmentationLib.data.caseio import load_case
+    from LRPSegmentationLib.data.perfusion import TissueContrast
     from LRPSegmentationLib.data.synthetic import dataset_seeds
 
+    textbook = generate_case(3, family="anatomy", shape=SMALL)
+    np.testing.assert_array_equal(generate_case(3, family="anatomy", shape=SMALL, contrast=TissueContrast()).images,
+                                  textbook.images)
     seed = dataset_seeds(7, 1)[0]
-    wide, plain = load_case(tmp_path / "training_1"), generate_case(seed, family="anatomy", shape=SMALL)
-    np.testing.assert_array_equal(wide.ground_truth, plain.ground_truth)
-    np.testing.assert_array_equal(wide.images[0] > 0, plain.images[0] > 0)
-    ratios = np.median(wide.images[:, plain.images[0] > 0], axis=1) / np.median(plain.images[:, plain.images[0] > 0],
-                                                                                axis=1)
-    assert np.abs(np.log(ratios)).max() > 0.05, ratios
-    # the other families have no tissue values to jitter: a clear refusal, nothing written
+    plain = generate_case(seed, family="anatomy", shape=SMALL)
+    brain = plain.images[0] > 0
+    for number, flags in enumerate((["--tissue-jitter", "0.4"], ["--white-contrast", "2.5"]), start=1):
+        # one seed, other tissue values: the same anatomy and lesion, other grey/white/CSF values
+        assert main(["synth", str(tmp_path), "--family", "anatomy", "--count", "1", "--seed", "7", "--start",
+                     str(number), "--shape", "19x64x64", *flags]) == 0
+        info = json.loads((tmp_path / f"training_{number}" / "explanation.json").read_text())
+        assert info["tissue_contrast"][{"--tissue-jitter": "jitter"}.get(flags[0], "white_gain")] == float(flags[1])
+        varied = load_case(tmp_path / f"training_{number}")
+        np.testing.assert_array_equal(varied.ground_truth, plain.ground_truth)
+        np.testing.assert_array_equal(varied.images[0] > 0, brain)
+        ratios = np.median(varied.images[:, brain], axis=1) / np.median(plain.images[:, brain], axis=1)
+        assert np.abs(np.log(ratios)).max() > 0.05, ratios
+    # a stronger white-matter contrast moves white matter's rCBF further below grey matter's (per-site scales
+    # differ between the two draws, so compare the spread within each case)
+    gained = generate_case(seed, family="anatomy", shape=SMALL, contrast=TissueContrast(white_gain=3.0))
+    healthy = brain & ~plain.explanation.hypoperfused
+
+    def low_to_high(case) -> float:
+        cbf = case.images[MODALITIES.index("rCBF")][healthy]
+        return float(np.percentile(cbf, 20) / np.percentile(cbf, 80))
+
+    assert low_to_high(gained) < 0.8 * low_to_high(plain), (low_to_high(gained), low_to_high(plain))
+    # the other families have no tissue values to vary, and out-of-range values are refused; nothing written
     assert main(["synth", str(tmp_path / "e"), "--family", "ellipsoid", "--tissue-jitter", "0.3"]) == 2
-    assert "anatomy" in capsys.readouterr().err and not (tmp_path / "e").exists()
+    assert "anatomy" in capsys.readouterr().err
+    assert main(["synth", str(tmp_path / "e"), "--family", "anatomy", "--white-contrast", "0.5"]) == 2
+    assert "[1, 4]" in capsys.readouterr().err and not (tmp_path / "e").exists()
