@@ -30,7 +30,6 @@ NORMAL_VALUES: dict[str, tuple[float, float, float]] = {
 """(grey matter, white matter, CSF) of the maps set directly; MTT follows from CBV / CBF."""
 
 
-
 @dataclass(frozen=True)
 class TissueContrast:
     """How far a case's tissue values may stray from :data:`NORMAL_VALUES`, per map (the SynthSeg idea).
@@ -49,6 +48,7 @@ class TissueContrast:
             raise ValueError(f"The tissue jitter must be at least 0 and below 0.9, got {self.jitter}.")
         if not 1.0 <= self.white_gain <= 4.0:
             raise ValueError(f"The white-matter contrast gain must lie in [1, 4], got {self.white_gain}.")
+
 
 NOISE_SD: dict[str, float] = {"ADC": 35.0, "MTT": 0.8, "rCBF": 6.0, "rCBV": 0.45, "Tmax": 0.6, "TTP": 1.0}
 UPPER: dict[str, float] = {"ADC": 4000.0, "MTT": 24.0, "rCBF": 150.0, "rCBV": 15.0, "Tmax": 30.0, "TTP": 60.0}

@@ -45,13 +45,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     shape = parse_size(args.shape, allow_native_axes=False) if args.shape else None
     family = args.family or default_family()
+    chosen = {"jitter": args.tissue_jitter, "white_gain": args.white_contrast}
+    chosen = {name: value for name, value in chosen.items() if value is not None}
     contrast = None
-    if args.tissue_jitter is not None or args.white_contrast is not None:
+    if chosen:
         from LRPSegmentationLib.data.perfusion import TissueContrast
 
-        default = TissueContrast()
-        contrast = TissueContrast(default.jitter if args.tissue_jitter is None else args.tissue_jitter,
-                                  default.white_gain if args.white_contrast is None else args.white_contrast)
+        contrast = TissueContrast(**chosen)
     folders = generate_dataset(Path(args.out), args.count, args.seed, start=args.start, shape=shape, family=family,
                                contrast=contrast)
     print(f"wrote {len(folders)} synthetic {family} case(s) to {args.out}")
