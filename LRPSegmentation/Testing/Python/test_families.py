@@ -154,12 +154,13 @@ def test_tissue_contrast_options_change_only_the_tissue_values(tmp_path, capsys)
     seed = dataset_seeds(7, 1)[0]
     plain = generate_case(seed, family="anatomy", shape=SMALL)
     brain = plain.images[0] > 0
-    for number, flags in enumerate((["--tissue-jitter", "0.4"], ["--white-contrast", "2.5"]), start=1):
+    for number, (flag, value, field) in enumerate((("--tissue-jitter", "0.4", "jitter"),
+                                                    ("--white-contrast", "2.5", "white_gain")), start=1):
         # one seed, other tissue values: the same anatomy and lesion, other grey/white/CSF values
         assert main(["synth", str(tmp_path), "--family", "anatomy", "--count", "1", "--seed", "7", "--start",
-                     str(number), "--shape", "19x64x64", *flags]) == 0
+                     str(number), "--shape", "19x64x64", flag, value]) == 0
         info = json.loads((tmp_path / f"training_{number}" / "explanation.json").read_text())
-        assert info["tissue_contrast"][{"--tissue-jitter": "jitter"}.get(flags[0], "white_gain")] == float(flags[1])
+        assert info["tissue_contrast"][field] == float(value)
         varied = load_case(tmp_path / f"training_{number}")
         np.testing.assert_array_equal(varied.ground_truth, plain.ground_truth)
         np.testing.assert_array_equal(varied.images[0] > 0, brain)
