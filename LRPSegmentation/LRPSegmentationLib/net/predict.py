@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from LRPSegmentationLib.analysis.contralateral import RegionContrast, contralateral_check, left_right_axis
 from LRPSegmentationLib.analysis.metrics import dice
 from LRPSegmentationLib.data.caseio import Case
 from LRPSegmentationLib.net.devices import resolve_device, run_with_cpu_fallback
@@ -24,6 +25,21 @@ class Prediction:
     mask: np.ndarray  # uint8 (D, H, W)
     dice: float | None  # against the case's ground truth, when it has one
     device: str
+    regions: tuple[RegionContrast, ...] = ()  # the contralateral check's verdicts (empty: no check)
+
+    @property
+    def removed(self) -> list[RegionContrast]:
+        """The predicted regions the contralateral check dropped from ``mask``."""
+        return [region for region in self.regions if not region.kept]
+
+    def check_note(self, spacing: tuple[float, float, float]) -> str | None:
+        """One line on what the contralateral check removed (``spacing`` in mm), or None when it removed nothing."""
+        removed = self.removed
+        if not removed:
+            return None
+        volume = sum(region.voxels for region in removed) * float(np.prod(spacing)) / 1000.0
+        return (f"contralateral check: removed {len(removed)} predicted region(s) ({volume:.2f} ml) that the other "
+                "hemisphere shows as well")
 
 
 def model_logits(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -46,10 +62,11 @@ def lesion_log_odds(logits: torch.Tensor, lesion_class: int = 1) -> np.ndarray:
 
 
 def prediction_from_logits(case: Case, logits: torch.Tensor, lesion_class: int, device: str,
-                           preprocessor=None) -> Prediction:
-    """Map model-grid logits (1, C, d, h, w) onto the case's native grid, threshold the lesion probability at 0.5
-    and score it. A preprocessor with ``log_odds_to_native`` (nnU-Net's: it resamples logits) gets the lesion
-    log-odds; others resize the probability (``to_native``, default a plain resize)."""
+                           preprocessor=None, min_contrast: float | None = None) -> Prediction:
+    """Map model-grid logits (1, C, d, h, w) onto the case's native grid, threshold the lesion probability at 0.5,
+    apply the contralateral check when ``min_contrast`` is given, and score it. A preprocessor with
+    ``log_odds_to_native`` (nnU-Net's: it resamples logits) gets the lesion log-odds; others resize the probability
+    (``to_native``, default a plain resize)."""
     from scipy.special import expit
 
     logits = torch.as_tensor(logits).detach().float().cpu()
@@ -60,8 +77,12 @@ def prediction_from_logits(case: Case, logits: torch.Tensor, lesion_class: int, 
         back = preprocessor.to_native if preprocessor is not None else to_native
         native = np.clip(back(probability, case.geometry.shape, Interpolation.LINEAR), 0.0, 1.0)
     mask = (native >= 0.5).astype(np.uint8)
+    regions = []
+    if min_contrast is not None:
+        mask, regions = contralateral_check(mask, case.images, case.modalities,
+                                            left_right_axis(case.geometry.direction), min_contrast)
     score = dice(mask, case.ground_truth) if case.ground_truth is not None else None
-    return Prediction(case.case_id, native.astype(np.float32), mask, score, device)
+    return Prediction(case.case_id, native.astype(np.float32), mask, score, device, tuple(regions))
 
 
 def predict_case(case: Case, loaded: LoadedModel, device: str | torch.device = "auto",
@@ -71,7 +92,8 @@ def predict_case(case: Case, loaded: LoadedModel, device: str | torch.device = "
     prep = loaded.prep()
     x = prep.prepare(case.images, case.geometry.spacing)
     logits, used = run_with_cpu_fallback(lambda d: model_logits(loaded.model, x, d), resolve_device(device), notify)
-    return prediction_from_logits(case, logits, loaded.lesion_class, str(used), prep)
+    return prediction_from_logits(case, logits, loaded.lesion_class, str(used), prep,
+                                  loaded.contralateral_min_contrast)
 
 
 class ModalityMismatchError(ValueError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -39,6 +39,7 @@ class ModelInfo:
     modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    postprocess: dict[str, Any] = field(default_factory=dict)  # e.g. {"contralateral_min_contrast": 0.5}
     package_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -85,6 +86,13 @@ class LoadedModel:
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.info.modalities)
 
+    @property
+    def contralateral_min_contrast(self) -> float | None:
+        """The minimum contrast of the contralateral check this model's masks get (None: no check; see
+        :mod:`LRPSegmentationLib.analysis.contralateral`)."""
+        value = self.info.postprocess.get("contralateral_min_contrast")
+        return None if value is None else float(value)
+
     def prep(self):
         """The preprocessor (built from ``info.preprocess`` on first use for our model files)."""
         if self.preprocessor is None:
@@ -96,7 +104,8 @@ class LoadedModel:
     def describe(self) -> dict[str, Any]:
         """JSON-ready description for provenance and ``lrpseg info``."""
         return {"kind": self.kind, "path": str(self.path), "sha256": self.sha256, "modalities": list(self.modalities),
-                "lesion_class": self.lesion_class, "config": self.info.config, "preprocess": self.info.preprocess}
+                "lesion_class": self.lesion_class, "config": self.info.config, "preprocess": self.info.preprocess,
+                "postprocess": self.info.postprocess}
 
 
 def bundled_model_path() -> Path:
@@ -261,3 +270,19 @@ def load_unet(path: Path | str | None = None, device: str | Any = "cpu") -> Load
     model.load_state_dict(state)
     model.eval().to(device)
     return LoadedModel(model=model, info=info, path=path, sha256=file_sha256(path))
+
+
+def set_contralateral_check(path: Path | str, out: Path | str, min_contrast: float | None) -> Path:
+    """Copy the model file ``path`` to ``out`` (never an existing file) with its weights unchanged and its masks'
+    contralateral check set to ``min_contrast`` (None: no check; see :mod:`..analysis.contralateral`)."""
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"{out} exists: choose a new file name (an existing model is never overwritten).")
+    if min_contrast is not None and not 0.0 < min_contrast <= 5.0:
+        raise ValueError(f"The contralateral check's minimum contrast must lie in (0, 5] standard deviations, got "
+                         f"{min_contrast}.")
+    loaded = load_unet(path)
+    postprocess = {k: v for k, v in loaded.info.postprocess.items() if k != "contralateral_min_contrast"}
+    if min_contrast is not None:
+        postprocess["contralateral_min_contrast"] = float(min_contrast)
+    return save_model(loaded.model, replace(loaded.info, postprocess=postprocess), out)

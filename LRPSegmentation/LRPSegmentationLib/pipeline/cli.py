@@ -18,6 +18,7 @@ from LRPSegmentationLib.pipeline.commands import (
     cmd_evaluate,
     cmd_explain,
     cmd_info,
+    cmd_postprocess,
     cmd_predict,
     cmd_sweep,
     cmd_synth,
@@ -94,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     average = add("average", cmd_average, "average the weights of checkpoints of one training run into a new file")
     average.add_argument("models", nargs="+", help="two or more model files of one architecture")
     average.add_argument("--out", required=True, help="the new model file (never an existing one)")
+
+    check = add("postprocess", cmd_postprocess, "copy a model file with its masks' contralateral check set")
+    check.add_argument("model")
+    check.add_argument("--out", required=True, help="the new model file (never an existing one)")
+    switch = check.add_mutually_exclusive_group(required=True)
+    switch.add_argument("--contralateral-check", type=float, metavar="Z",
+                        help="drop predicted regions whose mean contrast to the mirror-image tissue of the other "
+                             "hemisphere is below Z standard deviations (e.g. 0.5)")
+    switch.add_argument("--no-contralateral-check", action="store_true", help="masks as the network gives them")
 
     predict = add("predict", cmd_predict, "segment the lesion of one case; writes NIfTI on the native grid")
     predict.add_argument("case", help="ISLES case folder, or a folder of ADC/MTT/rCBF/rCBV/Tmax/TTP files")

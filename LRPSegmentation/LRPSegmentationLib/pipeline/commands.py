@@ -98,6 +98,16 @@ def cmd_average(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_postprocess(args: argparse.Namespace) -> int:
+    from LRPSegmentationLib.net.weights import set_contralateral_check
+
+    written = set_contralateral_check(args.model, args.out, None if args.no_contralateral_check
+                                      else args.contralateral_check)
+    state = "off" if args.no_contralateral_check else f"minimum contrast {args.contralateral_check}"
+    print(f"wrote {written} (contralateral check {state})")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from LRPSegmentationLib.data.caseio import load_case
     from LRPSegmentationLib.net.predict import predict_case
@@ -110,11 +120,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     case = load_case(args.case, modalities=loaded.modalities)
     progress("predict", 0.3, f"model {loaded.path.name}")
     prediction = predict_case(case, loaded, args.device, notify=progress.note)
+    check_note = prediction.check_note(case.geometry.spacing)
+    if check_note:
+        progress.note(check_note)
     progress("write", 0.9, f"writing to {args.out}")
     with ResultWriter(args.out, overwrite=args.overwrite) as out:
         out.prediction(prediction.probability, prediction.mask, case.geometry)
         out.json("prediction.json", {"case": case.case_id, "dice": prediction.dice, "device": prediction.device,
-                                     "lesion_voxels": int(prediction.mask.sum()), "model": str(loaded.path),
+                                     "lesion_voxels": int(prediction.mask.sum()), "note": check_note,
+                                     "model": str(loaded.path),
                                      "model_sha256": loaded.sha256, "package_version": __version__})
     dice = "no ground truth" if prediction.dice is None else f"Dice {prediction.dice:.3f}"
     progress("done", 1.0, f"{case.case_id}: {int(prediction.mask.sum())} lesion voxels, {dice}")

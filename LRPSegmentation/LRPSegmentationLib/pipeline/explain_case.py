@@ -117,12 +117,22 @@ def explain_case(case: Case, loaded: LoadedModel, settings: ExplainSettings = Ex
                        taps=settings.taps if in_chain else None)
 
     result, used = run_with_cpu_fallback(run, resolve_device(device), notify)
-    seconds = time.perf_counter() - started
-    prediction = prediction_from_logits(case, result.output, target.lesion_class, str(used), prep)
-    relevance = prep.to_native(result.relevance.detach()[0].float().cpu(), case.geometry.shape, Interpolation.MASS)
+    prediction = prediction_from_logits(case, result.output, target.lesion_class, str(used), prep,
+                                        loaded.contralateral_min_contrast)
     note = target.note(result.output.detach())
+    check_note = prediction.check_note(case.geometry.spacing)
+    if check_note and settings.target.kind is TargetKind.LESION_LOGITS:
+        kept = prep.mask_to_model(prediction.mask, case.geometry.shape)
+        if kept.any():  # explain the lesion the check kept, not the regions it removed
+            target = Target(TargetKind.MASK, lesion_class=target.lesion_class, mask=kept)
+            result, used = run_with_cpu_fallback(run, resolve_device(device), notify)
+        else:
+            check_note += "; no lesion remains: the heatmap explains what the model predicted there"
+    seconds = time.perf_counter() - started
+    relevance = prep.to_native(result.relevance.detach()[0].float().cpu(), case.geometry.shape, Interpolation.MASS)
     if note and case.ground_truth is not None and case.ground_truth.any():
         note = f"{note}; {FALSE_NEGATIVE_HINT}"
+    note = "; ".join(part for part in (note, check_note) if part) or None
     if note and notify:
         notify(note)
     provenance = {
@@ -131,6 +141,10 @@ def explain_case(case: Case, loaded: LoadedModel, settings: ExplainSettings = Ex
         "sources": {k: str(v) for k, v in case.sources.items()},
         "model": loaded.describe(),
         "explanation": settings.describe(),
+        "explained_target": target.describe(),
+        "contralateral_check": None if loaded.contralateral_min_contrast is None else {
+            "min_contrast": loaded.contralateral_min_contrast,
+            "regions": [{"voxels": r.voxels, "contrast": r.contrast, "kept": r.kept} for r in prediction.regions]},
         "rules_by_layer": result.rules,
         "batchnorm_folded": list(result.folded),
         "conservation": result.conservation,
