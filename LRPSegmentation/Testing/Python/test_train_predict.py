@@ -104,7 +104,7 @@ BUNDLED_CHECKS: dict[str, tuple[tuple[int, ...], int, float]] = {
     # --synthetic 20 --seed 9000` (MODEL_CARD.md), which training never saw; ellipsoid is held out of training
     "procedural": ((427199543, 75022183, 87949605), 0, 0.85),
     "anatomy": ((427199543, 87949605, 2605210675), 3746502094, 0.82),
-    "ellipsoid": ((427199543, 75022183, 87949605), 3874731884, 0.82),
+    "ellipsoid": ((427199543, 75022183, 87949605), 1610416162, 0.82),  # 0.19% without the contralateral check
 }
 
 
