@@ -60,8 +60,8 @@ def contralateral_check(mask: np.ndarray, images: np.ndarray, modalities, axis: 
     middle = float(np.nonzero(brain)[axis].mean())
     keep = mask.copy()
     verdicts = []
-    for region in range(1, count + 1):
-        where = np.nonzero(labels == region)
+    for region, box in enumerate(ndimage.find_objects(labels), start=1):
+        where = tuple(w + b.start for w, b in zip(np.nonzero(labels[box] == region), box))
         mirrored = list(where)
         mirrored[axis] = np.clip(np.rint(2 * middle - where[axis]), 0, mask.shape[axis] - 1).astype(int)
         mirrored = tuple(mirrored)
