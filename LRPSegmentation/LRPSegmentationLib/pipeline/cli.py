@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_argument("--out", required=True, help="the new model file (never an existing one)")
 
     check = add("postprocess", cmd_postprocess, "copy a model file with its masks' contralateral check set")
-    check.add_argument("model")
+    check.add_argument("model", help="one of our .safetensors model files")
     check.add_argument("--out", required=True, help="the new model file (never an existing one)")
     switch = check.add_mutually_exclusive_group(required=True)
     switch.add_argument("--contralateral-check", type=float, metavar="Z",
