@@ -54,10 +54,11 @@ def contralateral_check(mask: np.ndarray, images: np.ndarray, modalities, axis: 
     labels, count = ndimage.label(mask)
     if count == 0 or not brain.any():
         return mask.astype(np.uint8), []
-    signs = np.array([LESION_DIRECTION[modalities[i]] for i in channels])[:, None]
-    standardised = np.stack([(images[i] - images[i][brain].mean()) / (images[i][brain].std() + 1e-6)
-                             for i in channels])
-    middle = float(np.nonzero(brain)[axis].mean())
+    # signed per-map scale: a lesion-like difference, in sd of the brain, comes out positive
+    scale = np.array([[LESION_DIRECTION[modalities[i]] / (float(images[i][brain].std()) + 1e-6)] for i in channels])
+    rows = np.array(channels)[:, None]
+    profile = brain.sum(axis=tuple(a for a in range(3) if a != axis))
+    middle = float(np.dot(profile, np.arange(profile.size)) / profile.sum())
     keep = mask.copy()
     verdicts = []
     for region, box in enumerate(ndimage.find_objects(labels), start=1):
@@ -68,9 +69,9 @@ def contralateral_check(mask: np.ndarray, images: np.ndarray, modalities, axis: 
         usable = brain[mirrored] & ~mask[mirrored]
         contrast = None
         if usable.any():
-            inside = standardised[(slice(None),) + tuple(w[usable] for w in where)]
-            outside = standardised[(slice(None),) + tuple(m[usable] for m in mirrored)]
-            contrast = float(np.mean(signs * (inside - outside)))
+            inside = images[(rows,) + tuple(w[usable][None] for w in where)]
+            outside = images[(rows,) + tuple(m[usable][None] for m in mirrored)]
+            contrast = float(np.mean(scale * (inside - outside)))
         kept = contrast is None or contrast >= min_contrast
         if not kept:
             keep[where] = False
