@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
+from dataclasses import replace
 
 from LRPSegmentationLib.analysis.contralateral import contralateral_check, left_right_axis
 from LRPSegmentationLib.data.synthetic import dataset_seeds, evaluation_families, generate_case
 from LRPSegmentationLib.net.predict import predict_case
-from LRPSegmentationLib.net.weights import bundled_model_path, load_model, set_contralateral_check
+from LRPSegmentationLib.net.weights import load_model
 
 
 def main() -> None:
@@ -27,9 +26,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=9000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        raw = load_model(set_contralateral_check(bundled_model_path(), Path(folder) / "raw.safetensors", None))
-    min_contrast = load_model().contralateral_min_contrast or 0.5
+    checked = load_model()
+    min_contrast = checked.contralateral_min_contrast or 0.5
+    raw = replace(checked, info=replace(checked.info, postprocess={}))  # the same network, masks unchecked
     for family in evaluation_families():
         ratios, shapes = [], set()
         for seed in dataset_seeds(args.seed, args.count):

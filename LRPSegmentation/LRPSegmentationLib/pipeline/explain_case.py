@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -144,7 +144,7 @@ def explain_case(case: Case, loaded: LoadedModel, settings: ExplainSettings = Ex
         "explained_target": target.describe(),
         "contralateral_check": None if loaded.contralateral_min_contrast is None else {
             "min_contrast": loaded.contralateral_min_contrast,
-            "regions": [{"voxels": r.voxels, "contrast": r.contrast, "kept": r.kept} for r in prediction.regions]},
+            "regions": [asdict(region) for region in prediction.regions]},
         "rules_by_layer": result.rules,
         "batchnorm_folded": list(result.folded),
         "conservation": result.conservation,
