@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import os
 import sys
 import warnings
 from typing import Callable, Sequence
@@ -236,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lrpseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left early (`lrpseg info | head`): stop quietly, like other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail again
+        return 1
 
 
 if __name__ == "__main__":

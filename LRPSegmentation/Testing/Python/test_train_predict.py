@@ -1,6 +1,8 @@
 """Training (one epoch, resume), prediction on the native grid, and the bundled model's Dice on fresh cases."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -97,6 +99,15 @@ def test_bad_inputs_give_a_short_message_not_a_traceback(tmp_path, capsys):
     bogus.write_bytes(b"PK\x03\x04garbage")
     assert main(["info", str(bogus)]) == 2
     assert "pickle" in capsys.readouterr().err
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`lrpseg info | head -1`: the pipe closes before the output is written."""
+    code = "import sys; from LRPSegmentationLib.pipeline.cli import main; sys.exit(main(['info']))"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1 and "Traceback" not in error, error
 
 
 BUNDLED_CHECKS: dict[str, tuple[tuple[int, ...], int, float]] = {
