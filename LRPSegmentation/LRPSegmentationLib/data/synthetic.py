@@ -6,7 +6,8 @@ infarct core (the ground truth, ADC drop) inside a larger hypoperfused region (T
 rCBF/rCBV lowered). How strongly each modality shows the core is set by :data:`MODALITY_WEIGHTS`: the shift
 of modality ``m`` in the core is ``weight[m] * contrast * sd[m]``, where ``sd[m]`` is the measured spread of that
 map in brain tissue and ``contrast`` one number per case, so the weights are the modalities' relative
-standardised lesion contrasts. The core is what ADC shows; the perfusion maps also show the penumbra.
+standardised lesion contrasts. The core is what ADC shows; the perfusion maps also show the penumbra, more mildly
+(:data:`PENUMBRA_LEVEL`): the penumbra of this family survives.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from LRPSegmentationLib.data.modalities import GROUND_TRUTH, MODALITIES
 if TYPE_CHECKING:
     from LRPSegmentationLib.data.perfusion import TissueContrast
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 """Bumped whenever the same seed would give different arrays (2: the anatomy and ellipsoid families; 3: the
-anatomy family's infarct edge at a fixed deficit grade; the procedural family's arrays are unchanged since
-version 1)."""
+anatomy family's infarct edge at a fixed deficit grade; 4: the procedural family's penumbra milder than an
+infarcting one, its masks and other arrays as before)."""
 
 FAMILIES: tuple[str, ...] = options.GENERATOR_FAMILIES
 """Generator families: ``procedural`` (this module; no extra dependency), ``anatomy`` (MNI152 tissue maps,
@@ -60,6 +61,12 @@ def default_family() -> str:
     from LRPSegmentationLib.data.anatomy import anatomy_available
 
     return "anatomy" if anatomy_available() else "procedural"
+
+PENUMBRA_LEVEL = 0.35
+"""Mean perfusion shift of the procedural penumbra as a share of the core's (0.2-0.5 across it). Its ground truth
+is the core alone, so the penumbra must look like tissue that survives: in the anatomy family the infarct edge lies
+where the shift is about half the centre's (0.4 ** 0.8 for rCBF, 0.4 ** 0.6 for Tmax), the surviving deficit
+below it. Generator versions 1-3 used 0.75 (0.55-0.95): the same shift the anatomy family labels infarct."""
 
 MODALITY_WEIGHTS: dict[str, float] = {"ADC": 1.0, "MTT": 0.5, "rCBF": 0.3, "rCBV": 0.2, "Tmax": 0.8, "TTP": 0.7}
 """Relative standardised contrast of the infarct core in each modality (deliberately unequal)."""
@@ -266,7 +273,9 @@ def generate_case(
     core_weight = np.maximum(core_weight, core * 0.85)
     penumbra = np.clip(ndimage.gaussian_filter(hypo.astype(np.float32), sigma) * 1.6 - 0.3, 0, 1)
     penumbra = penumbra * (1.0 - core_weight)
-    penumbra_level = np.clip(0.75 + 0.08 * _smooth_noise(rng, shape, (3, 6, 6)), 0.55, 0.95)
+    # The ground truth is the core alone, so the whole penumbra survives: its deficit stays below the one at the
+    # anatomy family's infarct edge (severity INFARCT_GRADE, a shift of about half the centre's), as oligaemia does.
+    penumbra_level = np.clip(PENUMBRA_LEVEL + 0.08 * _smooth_noise(rng, shape, (3, 6, 6)), 0.2, 0.5)
     contrast = rng.uniform(7.5, 9.5) if easy else rng.uniform(5.0, 6.0)
 
     tissue = labels >= _GM
