@@ -65,7 +65,7 @@ PRESETS: dict[str, TrainConfig] = {
                          validation_fraction=0.2, learning_rate=1e-3, betas=(0.9, 0.999),
                          cosine_schedule=True),
     # Small, with domain randomisation, for fine-tuning (--init) on procedural + anatomy cases; the bundled model
-    # (version 6) is such stages with normalization zscore on partial-volume labels, the last on grid 0x96x96
+    # (version 7) is such stages with normalization zscore on partial-volume labels, the last ones on grid 0x96x96
     # (MODEL_CARD.md).
     "robust": TrainConfig(epochs=3, base_width=8, loss=LossKind.DICE_CROSS_ENTROPY, randomise=True,
                           validation_fraction=0.1, learning_rate=5e-4, betas=(0.9, 0.999), cosine_schedule=True),
