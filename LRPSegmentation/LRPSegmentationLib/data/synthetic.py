@@ -273,8 +273,7 @@ def generate_case(
     core_weight = np.maximum(core_weight, core * 0.85)
     penumbra = np.clip(ndimage.gaussian_filter(hypo.astype(np.float32), sigma) * 1.6 - 0.3, 0, 1)
     penumbra = penumbra * (1.0 - core_weight)
-    # The ground truth is the core alone, so the whole penumbra survives: its deficit stays below the one at the
-    # anatomy family's infarct edge (severity INFARCT_GRADE, a shift of about half the centre's), as oligaemia does.
+    # a penumbra that survives, as the ground truth (the core alone) says: see PENUMBRA_LEVEL
     penumbra_level = np.clip(PENUMBRA_LEVEL + 0.08 * _smooth_noise(rng, shape, (3, 6, 6)), 0.2, 0.5)
     contrast = rng.uniform(7.5, 9.5) if easy else rng.uniform(5.0, 6.0)
 
